@@ -1,0 +1,1 @@
+"""Contacts, consent, registrations, import and segments."""

@@ -1,0 +1,47 @@
+"""Events in the store: the validated YAML, kept so that every worker plans from the same text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from flows.events import EventSpec
+from promo.db.models import Event
+from promo.errors import UserError
+
+
+def save_event(session: Session, spec: EventSpec, source: Path | None = None) -> Event:
+    """Insert or update the event by slug."""
+    definition = spec.model_dump(mode="json")
+    if spec.templates and source is not None:
+        folder = (source.parent / spec.templates).resolve()
+        if not folder.is_dir():
+            raise UserError(f"{source}: templates: {spec.templates!r} is not a folder")
+        definition["_templates_dir"] = str(folder)
+    row = session.scalar(select(Event).where(Event.slug == spec.slug))
+    if row is None:
+        row = Event(slug=spec.slug)
+        session.add(row)
+    row.title = spec.title
+    row.starts_at = spec.starts_at
+    row.timezone = spec.timezone
+    row.topic = spec.topic
+    row.language = spec.language
+    row.definition = definition
+    session.flush()
+    return row
+
+
+def find_event(session: Session, slug: str) -> Event:
+    row = session.scalar(select(Event).where(Event.slug == slug))
+    if row is None:
+        raise UserError(f"no event {slug!r} in the store: add it with `promo run EVENT.yaml` "
+                        f"or `promo events add EVENT.yaml`")
+    return row
+
+
+def event_spec(row: Event) -> EventSpec:
+    data = {k: v for k, v in row.definition.items() if not k.startswith("_")}
+    return EventSpec.model_validate(data)

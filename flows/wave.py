@@ -1,0 +1,130 @@
+"""One wave, as plain functions: decide for everyone not yet decided, then send what is due.
+
+The Prefect flows in `flows/campaign.py` compose these; tests and the preview call them
+directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+
+from audiences.segments import load_recipients
+from channels import get_channel
+from flows.decide import Decision, WaveRules, decide_wave, summarize
+from flows.events import PROMOTIONAL_WAVES, EventSpec
+from flows.ledger import (
+    decided_contacts,
+    due_messages,
+    load_histories,
+    mark_interrupted,
+    message_key,
+    record_decisions,
+)
+from flows.plan import CampaignPlan, plan_campaign
+from flows.store import event_spec, find_event
+from promo.db import session_scope
+from promo.db.models import Message
+from promo.errors import PlanError
+from promo.settings import Settings
+
+
+@dataclass
+class PreparedWave:
+    event_slug: str
+    wave: str
+    now: datetime
+    status: str  # scheduled | late | dropped | early
+    note: str = ""
+    new_decisions: dict[str, dict[str, int]] = field(default_factory=dict)
+    interrupted: int = 0
+
+
+def wave_rules(spec: EventSpec, plan: CampaignPlan, wave: str, send_at: datetime,
+               settings: Settings) -> WaveRules:
+    """The rules a wave's decisions follow, from the event, the plan and the settings."""
+    wp = plan.wave(wave)
+    reminder = next((w for w in plan.waves if w.name == "reminder" and w.send_at), None)
+    counts = wave != "reminder" or settings.reminder_counts_against_caps
+    keep_room = reminder is not None and settings.reminder_counts_against_caps
+    return WaveRules(
+        event_slug=spec.slug,
+        wave=wave,
+        channels=list(wp.spec.channels),
+        mode=wp.spec.mode,
+        send_at=send_at,
+        starts_at=spec.starts_at,
+        event_timezone=spec.timezone,
+        caps=settings.cap_rules(),
+        windows=settings.send_windows(),
+        promotional=wave in PROMOTIONAL_WAVES,
+        counts_for_caps=counts,
+        reminder_at=reminder.send_at if keep_room else None,
+        reminder_channels=tuple(reminder.spec.channels) if keep_room else (),
+    )
+
+
+def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) -> PreparedWave:
+    """Record a decision for every contact of the wave's audience that has none yet."""
+    with session_scope(settings.database_url) as s:
+        row = find_event(s, event_slug)
+        spec = event_spec(row)
+        if row.cancelled_at is not None:
+            raise PlanError(f"{event_slug}: the event was cancelled")
+        plan = plan_campaign(spec, now)
+        wp = plan.wave(wave)
+        if wp.send_at is None:
+            return PreparedWave(event_slug, wave, now, "dropped", wp.note)
+        if now < wp.scheduled_at:
+            return PreparedWave(
+                event_slug, wave, now, "early",
+                f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}")
+        dedup = {c for c in wp.spec.channels if get_channel(c, settings).provider_dedup}
+        interrupted = mark_interrupted(s, row.id, wave, dedup_channels=dedup)
+        rules = wave_rules(spec, plan, wave, now, settings)
+        decisions = decide(s, row, rules, settings)
+        record_decisions(s, row, wave, decisions, counts_for_caps=rules.counts_for_caps)
+        return PreparedWave(event_slug, wave, now, wp.status, wp.note, summarize(decisions),
+                            interrupted)
+
+
+def decide(session, event_row, rules: WaveRules, settings: Settings,  # noqa: ANN001
+           *, exclude_decided: bool = True) -> list[Decision]:
+    exclude = decided_contacts(session, event_row.id, rules.wave) if exclude_decided else set()
+    recipients = load_recipients(
+        session, event_row, list(rules.channels),
+        registrants_only=not rules.promotional, exclude=exclude,
+    )
+    span = max((c.window for c in rules.caps.values()), default=None)
+    histories = load_histories(session, rules.send_at, span) if span else {}
+    decisions = decide_wave(rules, recipients, histories)
+    if exclude_decided and rules.broadcast_channels:
+        # a public post is decided once per wave, like everything else
+        keys = {message_key(rules.event_slug, rules.wave, None, c): c
+                for c in rules.broadcast_channels}
+        done = set(session.scalars(select(Message.key).where(Message.key.in_(keys))))
+        decisions = [d for d in decisions
+                     if d.contact_id is not None
+                     or message_key(rules.event_slug, rules.wave, None, d.channel) not in done]
+    return decisions
+
+
+def due_batches(event_slug: str, wave: str, now: datetime, settings: Settings) -> list[list[int]]:
+    """The due messages, in batches of one channel each (a batch is one Prefect task)."""
+    with session_scope(settings.database_url) as s:
+        row = find_event(s, event_slug)
+        due = due_messages(s, row.id, wave, now)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    channel = None
+    for message_id, ch in due:
+        if current and (ch != channel or len(current) >= settings.send_batch_size):
+            batches.append(current)
+            current = []
+        current.append(message_id)
+        channel = ch
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,176 @@
+"""The `promo` command line: what an organizer does by hand."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from promo.errors import UserError
+
+app = typer.Typer(
+    help="event-promo: plan and send event promotion campaigns over email, SMS, voice, VK "
+    "and Telegram.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+events_app = typer.Typer(help="Event files: check and store them.", no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err = Console(stderr=True)
+
+OUTCOME_COLUMNS = ("sent", "deferred", "capped", "suppressed", "dropped", "failed", "uncertain")
+
+
+def parse_time(value: str | None, option: str = "--now") -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option} {value!r}: not an ISO time like 2026-11-26T11:00:00+03:00") from None
+    if parsed.tzinfo is None:
+        raise UserError(f"{option} {value!r}: add a UTC offset, like +03:00")
+    return parsed
+
+
+def outcome_table(title: str, outcomes: dict[str, dict[str, dict[str, int]]],
+                  columns: tuple[str, ...] = OUTCOME_COLUMNS) -> Table:
+    table = Table(title=title)
+    table.add_column("wave")
+    table.add_column("channel")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for wave, per_channel in outcomes.items():
+        for channel, row in sorted(per_channel.items()):
+            table.add_row(wave, channel, *(str(row.get(c, 0)) for c in columns))
+    return table
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option("--dir", help="where the demo writes its store and outbox")] = Path("demo"),
+    contacts: Annotated[int, typer.Option(help="size of the synthetic audience", min=10)] = 1000,
+) -> None:
+    """Run a whole campaign on the embedded defaults: synthetic audience, simulated clock."""
+    from flows.campaign import all_outcomes
+    from promo.demo import EVENT_SLUG, run_demo
+
+    started = time.monotonic()
+    console.print(f"[bold]event-promo demo[/]: {contacts} synthetic contacts, event "
+                  f"{EVENT_SLUG}, every wave run through the Prefect flows at its time")
+    console.print("starting Prefect (a temporary local server; 10-20 s) ...")
+    result = run_demo(folder, contacts)
+    outcomes = all_outcomes(EVENT_SLUG)
+    order = {"announce": 0, "last_call": 1, "reminder": 2}
+    outcomes = dict(sorted(outcomes.items(), key=lambda kv: order.get(kv[0], 9)))
+    console.print(outcome_table("Messages per wave and channel", outcomes))
+    for wave, n in result["registrations"].items():
+        console.print(f"after {wave}: {n} more people registered (they get no more promotion)")
+    console.print(f"event file: {result['event_file']}")
+    console.print(f"outbox:     {folder / 'outbox'}  (.eml for email, JSON lines for the rest)")
+    console.print(f"database:   {folder / 'promo.db'}")
+    console.print(f"done in {time.monotonic() - started:.0f} s")
+
+
+@app.command()
+def run(
+    event_file: Annotated[Path, typer.Argument(help="the event YAML")],
+    wave: Annotated[Optional[str], typer.Option(help="run only this wave (announce, last_call, reminder)")] = None,
+    now: Annotated[Optional[str], typer.Option(help="the clock, ISO 8601 with offset (testing, replays)")] = None,
+) -> None:
+    """Run a campaign (the waves due now) or one wave, through the Prefect flows."""
+    from flows.campaign import all_outcomes, campaign_flow, wave_flow
+    from flows.events import WAVES, load_event
+    from flows.plan import plan_campaign
+    from flows.store import save_event
+    from promo.db import session_scope
+
+    clock = parse_time(now) or datetime.now(UTC)
+    spec = load_event(event_file)
+    plan = plan_campaign(spec, clock)  # refuses bad plans before any flow starts
+    if wave is not None:
+        if wave not in WAVES:
+            raise UserError(f"--wave {wave!r}: one of {', '.join(WAVES)}")
+        wp = plan.wave(wave)
+        if wp.send_at is None:
+            raise UserError(f"{spec.slug}: the {wave} wave is dropped: {wp.note}")
+        from channels.render import sample_check
+
+        with session_scope() as s:
+            row = save_event(s, spec, event_file)
+            override = row.definition.get("_templates_dir")
+        sample_check(spec, {wave: list(wp.spec.channels)}, override)
+        result = wave_flow(spec.slug, wave, clock.isoformat())
+        if result.get("status") == "early":
+            console.print(f"{wave}: {result['note']}")
+    else:
+        result = campaign_flow(str(event_file), clock.isoformat())
+        for w in result["waves"]:
+            console.print(f"{w['name']}: {w['status']} {w['send_at'] or ''} {w['note']}")
+    console.print(outcome_table(f"{spec.slug}: messages so far", all_outcomes(spec.slug)))
+
+
+@events_app.command("check")
+def events_check(event_file: Path) -> None:
+    """Validate an event file and show its waves."""
+    from flows.events import load_event
+    from flows.plan import check_rules
+
+    spec = load_event(event_file)
+    check_rules(spec)
+    for name, w in spec.campaign.waves().items():
+        at = spec.wave_time(w)
+        console.print(f"{name}: {at:%Y-%m-%d %H:%M %Z}, {w.mode}: {', '.join(w.channels)}")
+    console.print(f"{event_file}: ok")
+
+
+@events_app.command("add")
+def events_add(event_file: Path) -> None:
+    """Validate an event file and store (or update) the event."""
+    from flows.events import load_event
+    from flows.plan import check_rules
+    from flows.store import save_event
+    from promo.db import session_scope
+
+    spec = load_event(event_file)
+    check_rules(spec)
+    with session_scope() as s:
+        save_event(s, spec, event_file)
+    console.print(f"{spec.slug}: stored")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database (also done on first use)."""
+    from promo.db import get_engine
+
+    engine = get_engine()
+    console.print(f"{engine.url.render_as_string(hide_password=True)}: up to date")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        err.print("[red]error:[/] " + escape(str(exc)), highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")

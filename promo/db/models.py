@@ -1,0 +1,220 @@
+"""The database schema: contacts and their consents, events, registrations and the message ledger.
+
+Times are stored as UTC (naive in the database, aware in Python) so that SQLite and
+PostgreSQL compare them the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """An aware datetime in Python, a UTC timestamp without zone in the database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):  # noqa: ANN001
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the ledger only takes aware times")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):  # noqa: ANN001
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQL on SQLite
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(8))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True)
+    vk_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    telegram_chat_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    # opted out of everything (a global unsubscribe)
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ContactTopic(Base):
+    """The event lines a contact follows (python, data, ...)."""
+
+    __tablename__ = "contact_topics"
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class Consent(Base):
+    """A contact's standing on one channel: consent, opt-out and reachability, each with when and why.
+
+    A contact may be sent to on a channel when consent was granted and not withdrawn
+    later, and the address is not marked unreachable.
+    """
+
+    __tablename__ = "consents"
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    granted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    granted_source: Mapped[str | None] = mapped_column(String(200))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    withdrawn_source: Mapped[str | None] = mapped_column(String(200))
+    unreachable_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unreachable_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(120), unique=True)
+    title: Mapped[str] = mapped_column(String(300))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    timezone: Mapped[str] = mapped_column(String(64))
+    topic: Mapped[str | None] = mapped_column(String(64), index=True)
+    language: Mapped[str] = mapped_column(String(8))
+    # the validated event description, as the YAML gave it
+    definition: Mapped[dict] = mapped_column(JSON)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Registration(Base):
+    __tablename__ = "registrations"
+    __table_args__ = (UniqueConstraint("event_id", "contact_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attended: Mapped[bool | None] = mapped_column(Boolean)
+    source: Mapped[str | None] = mapped_column(String(200))
+
+
+class Message(Base):
+    """The ledger: one row per contact, event, wave and channel decision.
+
+    `key` is the idempotency key (event/wave/contact/channel): a re-run finds the row
+    and sends only what was not sent. A broadcast (a wall or channel post) has no
+    contact and its key ends in `broadcast`.
+    """
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_caps", "contact_id", "channel", "sent_at"),
+        Index("ix_messages_wave", "event_id", "wave", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    wave: Mapped[str] = mapped_column(String(16))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    # planned, deferred, sending, sent, delivered, failed, uncertain, capped, suppressed, dropped
+    status: Mapped[str] = mapped_column(String(16))
+    # why: the cap rule, the suppression cause, the quiet-hour window, the error
+    reason: Mapped[str | None] = mapped_column(String(300))
+    # when the message is due (deferred ones: when the quiet hours end)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # counts against the contact's frequency caps once sent
+    counts_for_caps: Mapped[bool] = mapped_column(Boolean, default=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    # the provider's last delivery event in our vocabulary (delivered, bounced, opened, ...)
+    delivery_status: Mapped[str | None] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Tombstone(Base):
+    """What is left of a forgotten contact: a keyed hash of each address, so that a later
+    import of the same address does not bring consent back."""
+
+    __tablename__ = "tombstones"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    forgotten_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookEvent(Base):
+    """Every event a provider sent us, raw and normalized; `dedupe_key` makes handlers idempotent."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    raw: Mapped[dict] = mapped_column(JSON)
+    normalized: Mapped[dict | None] = mapped_column(JSON)
+
+
+class WaveRun(Base):
+    """A wave scheduled as a Prefect flow run (deployed campaigns)."""
+
+    __tablename__ = "wave_runs"
+    __table_args__ = (UniqueConstraint("event_id", "wave"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    wave: Mapped[str] = mapped_column(String(16))
+    send_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Meta(Base):
+    """Small key/value facts about this store (the secret tombstones are keyed with, ...)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

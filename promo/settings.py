@@ -1,0 +1,200 @@
+"""Settings: `promo.toml` in the working directory, overridden by `PROMO_*` variables.
+
+Every field has a default that runs the whole product on a fresh machine: a SQLite
+file and an outbox folder in the working directory, no provider credentials (every
+channel then writes to the outbox).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import time, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DIRECT_CHANNELS = ("email", "sms", "voice", "vk", "telegram")
+
+DEFAULT_CAPS = {
+    "voice": "1/30d",
+    "sms": "1/7d",
+    "email": "3/7d",
+    "vk": "2/7d",
+    "telegram": "3/7d",
+    # all direct channels together
+    "direct": "4/7d",
+}
+
+DEFAULT_QUIET_HOURS = {
+    # the window in which a message may be delivered, in the contact's time zone
+    "sms": "09:00-21:00",
+    "voice": "10:00-20:00",
+}
+
+
+@dataclass(frozen=True)
+class Cap:
+    """At most `limit` messages in any rolling window of `window`."""
+
+    limit: int
+    window: timedelta
+
+    def __str__(self) -> str:
+        return f"{self.limit} per {self.window.days} days"
+
+
+@dataclass(frozen=True)
+class SendWindow:
+    """The local times of day a channel may deliver in (start inclusive, end exclusive)."""
+
+    start: time
+    end: time
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+_CAP_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*d\s*$")
+_WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_cap(text: str) -> Cap:
+    m = _CAP_RE.match(text)
+    if not m or int(m.group(2)) == 0:
+        raise ValueError(f"{text!r} is not a cap like '3/7d' (3 messages per 7 days)")
+    return Cap(int(m.group(1)), timedelta(days=int(m.group(2))))
+
+
+def parse_window(text: str) -> SendWindow:
+    m = _WINDOW_RE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a time window like '09:00-21:00'")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    try:
+        start, end = time(h1, m1), time(h2, m2)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    if start >= end:
+        raise ValueError(f"{text!r}: the window must start before it ends")
+    return SendWindow(start, end)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROMO_",
+        toml_file="promo.toml",
+        extra="forbid",
+        env_nested_delimiter="__",
+    )
+
+    database_url: str = Field(
+        "sqlite:///promo.db",
+        description="SQLAlchemy URL; PostgreSQL (postgresql+psycopg://...) for several workers",
+    )
+    outbox_dir: Path = Field(Path("outbox"), description="where the outbox channel writes")
+    default_region: str = Field("RU", description="region for phone numbers without +country")
+    default_timezone: str = Field("Europe/Moscow", description="when neither contact nor event says")
+    default_language: str = Field("ru")
+
+    caps: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CAPS))
+    quiet_hours: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_QUIET_HOURS))
+    reminder_counts_against_caps: bool = True
+    send_batch_size: int = Field(500, ge=1, le=10_000)
+
+    # secret used to sign unsubscribe links and webhook tokens
+    secret_key: SecretStr = SecretStr("change-me-in-production")
+    public_url: str = Field("http://127.0.0.1:8000", description="where webhooks are reachable")
+
+    # providers: a channel is live when its credentials are set, otherwise it writes to the outbox
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_host: str = "https://api.sendgrid.com"
+    sendgrid_sandbox: bool = False
+    email_from: str = "Event Promo <events@example.org>"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_base_url: str | None = None
+    vk_group_token: SecretStr | None = None
+    vk_group_id: int | None = None
+    vk_user_token: SecretStr | None = None
+    vk_api_url: str = "https://api.vk.com/method/"
+    telegram_bot_token: SecretStr | None = None
+    telegram_channel: str | None = None
+    telegram_base_url: str = "https://api.telegram.org/bot"
+
+    @field_validator("caps")
+    @classmethod
+    def _check_caps(cls, value: dict[str, str]) -> dict[str, str]:
+        merged = dict(DEFAULT_CAPS) | value
+        for name, text in merged.items():
+            if name not in (*DIRECT_CHANNELS, "direct"):
+                raise ValueError(f"unknown channel {name!r} (known: {', '.join(DEFAULT_CAPS)})")
+            parse_cap(text)
+        return merged
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _check_quiet_hours(cls, value: dict[str, str]) -> dict[str, str]:
+        merged = dict(DEFAULT_QUIET_HOURS) | value
+        for name, text in merged.items():
+            if name not in DIRECT_CHANNELS:
+                raise ValueError(f"unknown channel {name!r}")
+            if text:  # an empty string switches the window off
+                parse_window(text)
+        return merged
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("PROMO_CONFIG", "promo.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+    def cap_rules(self) -> dict[str, Cap]:
+        return {name: parse_cap(text) for name, text in self.caps.items()}
+
+    def send_windows(self) -> dict[str, SendWindow]:
+        return {name: parse_window(text) for name, text in self.quiet_hours.items() if text}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; `reset_settings()` after changing the environment."""
+    from pydantic import ValidationError
+
+    from promo.errors import UserError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        source = os.environ.get("PROMO_CONFIG", "promo.toml")
+        raise UserError(
+            "invalid settings (from " + source + " or PROMO_* variables):\n"
+            + "\n".join(
+                f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+        ) from None
+
+
+def reset_settings() -> Settings:
+    get_settings.cache_clear()
+    return get_settings()
