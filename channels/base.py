@@ -103,4 +103,11 @@ class Channel:
         """Release what `open` acquired."""
 
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
+        """One provider call (or a few) for up to `max_batch` messages. Provider modules
+        implement this only: build the request, parse the reply."""
         raise NotImplementedError
+
+    def deliver(self, messages: list[OutgoingMessage]) -> list[SendResult]:
+        """What the send pipeline calls: `send_batch` with the base's retries and rate
+        limits around it. Raises ChannelError when the whole batch failed for good."""
+        return self.send_batch(messages)

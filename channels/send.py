@@ -178,7 +178,7 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
             for i in range(0, len(outgoing), channel.max_batch):
                 chunk = outgoing[i:i + channel.max_batch]
                 try:
-                    for res in channel.send_batch(chunk):
+                    for res in channel.deliver(chunk):
                         if res.ok:
                             results.append((res.message_id, "sent", None, res.provider_message_id, None))
                         else:

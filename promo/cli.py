@@ -161,6 +161,10 @@ def db_upgrade() -> None:
     console.print(f"{engine.url.render_as_string(hide_password=True)}: up to date")
 
 
+# Command groups defined next to the code they drive; each registers itself on `app`.
+# (one import per line: contacts/registrations, preview, webhooks, ...)
+
+
 def main() -> None:
     try:
         app()
