@@ -55,6 +55,8 @@ class Base(DeclarativeBase):
 
 class Contact(Base):
     __tablename__ = "contacts"
+    # never reuse a forgotten contact's id: the ledger's keys and counts name contacts by id
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
@@ -66,6 +68,7 @@ class Contact(Base):
     telegram_chat_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     # opted out of everything (a global unsubscribe)
     opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opted_out_source: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

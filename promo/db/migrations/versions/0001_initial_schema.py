@@ -27,13 +27,15 @@ def upgrade() -> None:
     sa.Column('vk_id', sa.BigInteger(), nullable=True),
     sa.Column('telegram_chat_id', sa.BigInteger(), nullable=True),
     sa.Column('opted_out_at', sa.DateTime(), nullable=True),
+    sa.Column('opted_out_source', sa.String(length=200), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('email'),
     sa.UniqueConstraint('phone'),
     sa.UniqueConstraint('telegram_chat_id'),
-    sa.UniqueConstraint('vk_id')
+    sa.UniqueConstraint('vk_id'),
+    sqlite_autoincrement=True,
     )
     op.create_table('events',
     sa.Column('id', sa.Integer(), nullable=False),
