@@ -19,6 +19,7 @@ from prefect import flow
 from sqlalchemy import insert, select
 
 from audiences import synthetic
+from channels.render import sample_check
 from flows.campaign import _release_deferred, wave_flow
 from flows.events import load_event
 from flows.plan import plan_campaign
@@ -97,7 +98,7 @@ def prepare(folder: Path, contacts: int, now: datetime) -> Path:
     return path
 
 
-def _register_some(slug: str, wave: str, share: float, seed: int) -> int:
+def _register_some(slug: str, wave: str, share: float, seed: int, at: datetime) -> int:
     """People who got a wave register, some of them: the next waves must notice."""
     rng = random.Random(seed)
     with session_scope() as s:
@@ -110,7 +111,8 @@ def _register_some(slug: str, wave: str, share: float, seed: int) -> int:
         new = [cid for cid in reached if rng.random() < share]
         if new:
             s.execute(insert(Registration), [
-                {"event_id": event.id, "contact_id": cid, "source": f"demo, after {wave}"}
+                {"event_id": event.id, "contact_id": cid, "registered_at": at,
+                 "source": f"demo, after {wave}"}
                 for cid in new])
         return len(new)
 
@@ -120,12 +122,14 @@ def demo_flow(event_file: str, now: str) -> dict:
     clock = datetime.fromisoformat(now)
     spec = load_event(event_file)
     plan = plan_campaign(spec, clock)
+    sample_check(spec, {w.name: list(w.spec.channels) for w in plan.active})
     registrations = {}
     for i, w in enumerate(plan.active):
         wave_flow(spec.slug, w.name, w.send_at.isoformat())
         _release_deferred(spec.slug, w.name, spec.starts_at)
         if w.promotional:
-            registrations[w.name] = _register_some(spec.slug, w.name, 0.15, seed=i)
+            registrations[w.name] = _register_some(
+                spec.slug, w.name, 0.15, seed=i, at=w.send_at + timedelta(hours=12))
     return {"registrations": registrations}
 
 
