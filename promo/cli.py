@@ -123,6 +123,85 @@ def run(
     console.print(outcome_table(f"{spec.slug}: messages so far", all_outcomes(spec.slug)))
 
 
+PLAN_COLUMNS = ("planned", "deferred", "sent", "delivered", "capped", "suppressed", "dropped",
+                "failed", "uncertain")
+
+
+@app.command()
+def plan(
+    event_file: Annotated[Path, typer.Argument(help="the event YAML")],
+    now: Annotated[Optional[str], typer.Option(help="the clock, ISO 8601 with offset")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Preview the campaign without sending: per wave, when, channels and outcome counts."""
+    from flows.events import load_event
+    from flows.preview import preview_campaign
+    from promo.db import session_scope
+    from promo.settings import get_settings
+
+    clock = parse_time(now) or datetime.now(UTC)
+    spec = load_event(event_file)
+    with session_scope() as s:
+        data = preview_campaign(s, spec, clock, get_settings())
+        s.rollback()  # a preview changes nothing
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"[bold]{spec.title}[/] ({spec.slug}), starts "
+                  f"{spec.local_start:%Y-%m-%d %H:%M %Z}; plan as of {clock:%Y-%m-%d %H:%M %Z}")
+    for w in data["waves"]:
+        when = (datetime.fromisoformat(w["send_at"]).astimezone(spec.zone).strftime("%Y-%m-%d %H:%M %Z")
+                if w["send_at"] else "-")
+        console.print(f"\n[bold]{w['name']}[/]: {w['status']} {when}, {w['mode']}: "
+                      f"{', '.join(w['channels'])}" + (f"  ({w['note']})" if w["note"] else ""))
+        if w["send_at"] is None:
+            continue
+        used = [c for c in PLAN_COLUMNS if any(r.get(c) for r in w["outcomes"].values())]
+        table = Table(show_header=True)
+        table.add_column("channel")
+        for c in used:
+            table.add_column(c, justify="right")
+        for channel, row in w["outcomes"].items():
+            table.add_row(channel, *(str(row.get(c, 0)) for c in used))
+        console.print(table)
+
+
+@app.command()
+def why(
+    contact: Annotated[str, typer.Argument(help="contact id, email or phone")],
+    event: Annotated[str, typer.Argument(help="event slug (stored) or event YAML file")],
+    now: Annotated[Optional[str], typer.Option(help="the clock, ISO 8601 with offset")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Explain, for one person, every decision for an event with its reason."""
+    from dataclasses import asdict
+
+    from flows.events import load_event
+    from flows.preview import explain, find_contact
+    from flows.store import event_spec, find_event
+    from promo.db import session_scope
+    from promo.settings import get_settings
+
+    clock = parse_time(now) or datetime.now(UTC)
+    with session_scope() as s:
+        spec = load_event(event) if event.endswith((".yaml", ".yml")) else event_spec(find_event(s, event))
+        person = find_contact(s, contact)
+        lines = explain(s, person, spec, clock, get_settings())
+        s.rollback()
+    if as_json:
+        print_json({"contact": person.id, "event": spec.slug, "now": clock.isoformat(),
+                    "decisions": [asdict(x) for x in lines]})
+        return
+    console.print(f"contact {person.id} ({person.name or 'no name'}), {spec.slug}:")
+    if not lines:
+        console.print("  no decisions yet")
+    for x in lines:
+        when = x.sent_at or x.send_at or ""
+        tail = f": {x.reason}" if x.reason else ""
+        src = "" if x.source == "ledger" else f" [{x.source}]"
+        console.print(f"  {x.wave:<9} {x.channel or '-':<9} {x.status}{tail} {when}{src}", highlight=False)
+
+
 @events_app.command("check")
 def events_check(event_file: Path) -> None:
     """Validate an event file and show its waves."""

@@ -1,0 +1,183 @@
+"""What a campaign will do, without sending: the plan per wave with predicted outcomes, and
+why one person did or did not get a message.
+
+Waves already decided show the ledger; waves to come are predicted with the same
+decision function the wave runs, each wave counting what the earlier ones will send.
+Nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from audiences.segments import load_recipients
+from flows.decide import Decision, decide_wave, summarize
+from flows.events import EventSpec
+from flows.ledger import decided_contacts, load_histories, wave_outcomes
+from flows.plan import CampaignPlan, plan_campaign
+from flows.wave import wave_rules
+from promo.db.models import Contact, ContactTopic, Event, Message, Registration
+from promo.errors import UserError
+from promo.settings import Settings
+
+
+def _event_row(session: Session, spec: EventSpec) -> Event:
+    """The stored event, or an unsaved stand-in for one not stored yet (no registrations)."""
+    row = session.scalar(select(Event).where(Event.slug == spec.slug))
+    if row is None:
+        row = Event(id=-1, slug=spec.slug, title=spec.title, starts_at=spec.starts_at,
+                    timezone=spec.timezone, topic=spec.topic, language=spec.language,
+                    definition={})
+    return row
+
+
+def _merge(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    out = {ch: dict(row) for ch, row in a.items()}
+    for ch, row in b.items():
+        target = out.setdefault(ch, {})
+        for k, v in row.items():
+            target[k] = target.get(k, 0) + v
+    return out
+
+
+def preview_campaign(session: Session, spec: EventSpec, now: datetime,
+                     settings: Settings) -> dict[str, Any]:
+    """The campaign plan as data: per wave, when, channels, mode, and outcome counts.
+
+    `waves[].outcomes[channel][outcome]` counts the ledger's decisions for the wave plus
+    the predicted ones for everyone not decided yet.
+    """
+    plan = plan_campaign(spec, now)
+    row = _event_row(session, spec)
+    caps = settings.cap_rules()
+    span = max((c.window for c in caps.values()), default=None)
+    histories: dict[int, dict[str, list[datetime]]] | None = None
+    waves = []
+    for w in plan.waves:
+        entry: dict[str, Any] = {
+            "name": w.name,
+            "send_at": w.send_at.isoformat() if w.send_at else None,
+            "scheduled_at": w.scheduled_at.isoformat(),
+            "status": w.status,
+            "note": w.note,
+            "channels": list(w.spec.channels),
+            "mode": w.spec.mode,
+            "outcomes": {},
+            "audience": 0,
+        }
+        if w.send_at is not None:
+            recorded = wave_outcomes(session, row.id, w.name) if row.id != -1 else {}
+            at = max(w.send_at, now)
+            rules = wave_rules(spec, plan, w.name, at, settings)
+            if histories is None and span is not None:
+                histories = load_histories(session, at, span * 2)
+            exclude = decided_contacts(session, row.id, w.name) if row.id != -1 else set()
+            recipients = load_recipients(session, row, list(rules.channels),
+                                         registrants_only=not rules.promotional, exclude=exclude)
+            decisions = decide_wave(rules, recipients, histories if histories is not None else {})
+            if recorded:  # the public posts were decided with the wave
+                decisions = [d for d in decisions if d.contact_id is not None]
+            entry["outcomes"] = _merge(recorded, summarize(decisions))
+            entry["audience"] = len(recipients) + len(exclude)
+            entry["predicted"] = not recorded
+        waves.append(entry)
+    return {"event": spec.slug, "title": spec.title, "starts_at": spec.starts_at.isoformat(),
+            "now": now.isoformat(), "waves": waves}
+
+
+def find_contact(session: Session, ref: str) -> Contact:
+    """A contact by id, email or phone (as stored, E.164)."""
+    q = select(Contact)
+    if ref.isdigit():
+        q = q.where(Contact.id == int(ref))
+    else:
+        cleaned = ref.strip()
+        phone = "+" + "".join(ch for ch in cleaned if ch.isdigit()) if cleaned.startswith("+") else None
+        q = q.where(or_(Contact.email == cleaned.lower(), Contact.email == cleaned,
+                        Contact.phone == (phone or cleaned)))
+    contact = session.scalar(q)
+    if contact is None:
+        raise UserError(f"no contact {ref!r} (give an id, an email or a phone in +E.164 form)")
+    return contact
+
+
+@dataclass
+class Explanation:
+    wave: str
+    channel: str | None
+    status: str
+    reason: str | None
+    send_at: str | None
+    sent_at: str | None
+    source: str  # ledger | predicted | plan
+
+
+def explain(session: Session, contact: Contact, spec: EventSpec, now: datetime,
+            settings: Settings) -> list[Explanation]:
+    """Every decision for this person and this event, with its reason: from the ledger for
+    the waves that ran, predicted for those to come."""
+    row = _event_row(session, spec)
+    try:
+        plan: CampaignPlan | None = plan_campaign(spec, now)
+    except UserError:
+        plan = None  # the event started: only the ledger can say
+    out: list[Explanation] = []
+    rows = session.execute(
+        select(Message).where(Message.event_id == row.id, Message.contact_id == contact.id)
+        .order_by(Message.id)
+    ).scalars().all() if row.id != -1 else []
+    decided = {m.wave for m in rows}
+    for m in rows:
+        out.append(Explanation(m.wave, m.channel, m.status, m.reason,
+                               m.send_at.isoformat() if m.send_at else None,
+                               m.sent_at.isoformat() if m.sent_at else None, "ledger"))
+    if plan is None:
+        return out
+    for w in plan.waves:
+        if w.name in decided:
+            continue
+        if w.send_at is None:
+            out.append(Explanation(w.name, None, "dropped", w.note, None, None, "plan"))
+            continue
+        at = max(w.send_at, now)
+        rules = wave_rules(spec, plan, w.name, at, settings)
+        recipients = load_recipients(session, row, list(rules.channels),
+                                     registrants_only=not rules.promotional)
+        me = [r for r in recipients if r.id == contact.id]
+        if not me:
+            out.append(Explanation(w.name, None, "not in audience",
+                                   _why_not_in_audience(session, contact, row, w.name),
+                                   None, None, "predicted"))
+            continue
+        span = max((c.window for c in rules.caps.values()), default=None)
+        histories = load_histories(session, at, span, [contact.id]) if span else {}
+        for d in decide_wave(rules, me, histories):
+            if d.contact_id is None:
+                continue
+            out.append(_from_decision(w.name, d))
+    return out
+
+
+def _from_decision(wave: str, d: Decision) -> Explanation:
+    return Explanation(wave, d.channel, d.status, d.reason,
+                       d.send_at.isoformat() if d.send_at else None, None, "predicted")
+
+
+def _why_not_in_audience(session: Session, contact: Contact, event: Event, wave: str) -> str:
+    if wave == "reminder":
+        return "not registered for the event: the reminder goes to registrants only"
+    topics = set(session.scalars(select(ContactTopic.topic).where(
+        ContactTopic.contact_id == contact.id)))
+    attended = session.scalar(select(Registration.id).join(Event, Event.id == Registration.event_id)
+                              .where(Registration.contact_id == contact.id,
+                                     Registration.attended.is_(True), Event.topic == event.topic))
+    if event.topic not in topics and attended is None:
+        follows = ", ".join(sorted(topics)) or "no topics"
+        return (f"does not follow {event.topic!r} (follows: {follows}) and attended no "
+                f"{event.topic} event before")
+    return "not in the wave's audience"
