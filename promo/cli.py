@@ -186,13 +186,14 @@ def why(
     with session_scope() as s:
         spec = load_event(event) if event.endswith((".yaml", ".yml")) else event_spec(find_event(s, event))
         person = find_contact(s, contact)
+        person_id, person_name = person.id, person.name
         lines = explain(s, person, spec, clock, get_settings())
-        s.rollback()
+        s.rollback()  # an explanation changes nothing
     if as_json:
-        print_json({"contact": person.id, "event": spec.slug, "now": clock.isoformat(),
+        print_json({"contact": person_id, "event": spec.slug, "now": clock.isoformat(),
                     "decisions": [asdict(x) for x in lines]})
         return
-    console.print(f"contact {person.id} ({person.name or 'no name'}), {spec.slug}:")
+    console.print(f"contact {person_id} ({person_name or 'no name'}), {spec.slug}:")
     if not lines:
         console.print("  no decisions yet")
     for x in lines:
@@ -242,6 +243,14 @@ def db_upgrade() -> None:
 
 # Command groups defined next to the code they drive; each registers itself on `app`.
 # (one import per line: contacts/registrations, preview, webhooks, ...)
+from audiences.cli import contacts_app, registrations_app  # noqa: E402
+
+app.add_typer(contacts_app, name="contacts")
+app.add_typer(registrations_app, name="registrations")
+from promo.webhooks.cli import telegram_app, webhooks_app  # noqa: E402
+app.add_typer(webhooks_app, name="webhooks"); app.add_typer(telegram_app, name="telegram")
+from channels.preview import preview  # noqa: E402
+app.command("preview")(preview)
 
 
 def main() -> None:
@@ -257,3 +266,5 @@ def main() -> None:
 
 def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+if __name__ == "__main__":
+    main()

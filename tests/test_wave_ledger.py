@@ -1,0 +1,185 @@
+"""One wave against a real store: idempotent re-runs, crashes, quiet hours, late opt-outs,
+and the preview commands' contracts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import insert, select, update
+from typer.testing import CliRunner
+
+from channels.send import send_batch
+from flows.events import load_event
+from flows.store import save_event
+from flows.wave import due_batches, prepare_wave
+from promo.cli import app
+from promo.db import session_scope
+from promo.db.models import Consent, Contact, ContactTopic, Message, Registration
+from promo.settings import get_settings
+from tests.helpers import write_event
+
+MSK = ZoneInfo("Europe/Moscow")
+START = datetime(2027, 2, 20, 19, 0, tzinfo=MSK)
+CAMPAIGN = """\
+campaign:
+  announce: {days_before: 10, at: "07:00", channels: [sms, email], mode: fallback}
+  last_call: null
+  reminder: {channels: [email, sms], mode: all}
+"""
+
+
+def seed(folder) -> tuple:
+    """Five contacts following python; 1-2 reachable by SMS and email, 3 email only,
+    4 registered, 5 in New York (SMS at 07:00 Moscow is 23:00 there)."""
+    path = write_event(folder, START, extra=CAMPAIGN)
+    spec = load_event(path)
+    with session_scope() as s:
+        event = save_event(s, spec, path)
+        zones = {1: "Europe/Moscow", 2: "Europe/Moscow", 3: "Europe/Moscow", 4: "Europe/Moscow",
+                 5: "America/New_York"}
+        s.execute(insert(Contact), [
+            {"id": i, "name": f"Гость {i}", "email": f"g{i}@example.org",
+             "phone": f"+7916000000{i}", "timezone": zones[i], "language": "ru"}
+            for i in range(1, 6)])
+        s.execute(insert(ContactTopic), [{"contact_id": i, "topic": "python"} for i in range(1, 6)])
+        granted = START - timedelta(days=200)
+        s.execute(insert(Consent), [
+            {"contact_id": i, "channel": ch, "granted_at": granted, "granted_source": "test"}
+            for i in range(1, 6) for ch in ("sms", "email") if not (i == 3 and ch == "sms")])
+        s.execute(insert(Registration), [{"contact_id": 4, "event_id": event.id,
+                                          "registered_at": granted}])
+        event_id = event.id
+    return path, spec, event_id
+
+
+def run(slug: str, wave: str, now: datetime) -> Counter:
+    settings = get_settings()
+    prepare_wave(slug, wave, now, settings)
+    total: Counter = Counter()
+    for batch in due_batches(slug, wave, now, settings):
+        total.update(send_batch(batch, now, settings))
+    return total
+
+
+def ledger(event_id: int) -> dict[tuple[int | None, str], tuple[str, str | None]]:
+    with session_scope() as s:
+        return {(m.contact_id, m.channel): (m.status, m.reason) for m in s.scalars(
+            select(Message).where(Message.event_id == event_id, Message.wave == "announce"))}
+
+
+def outbox_lines(store, channel: str) -> list[dict]:
+    path = store / "outbox" / channel / "python-meetup-74.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_wave_decides_holds_at_night_and_rerun_sends_nothing_twice(store):
+    _, spec, event_id = seed(store)
+    at = datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    first = run(spec.slug, "announce", at)
+    rows = ledger(event_id)
+    # SMS is first in the list but 07:00 is outside its window: email, which can go now, carries it
+    assert rows[(1, "email")] == ("sent", None)
+    assert (1, "sms") not in rows
+    assert rows[(3, "sms")] == ("suppressed", "no consent")
+    assert rows[(4, "sms")] == ("suppressed", "registered")
+    assert first["sent"] == 4
+    # nothing new on a re-run, at the same time or later
+    assert run(spec.slug, "announce", at)["sent"] == 0
+    assert run(spec.slug, "announce", at + timedelta(hours=5))["sent"] == 0
+    assert len(list((store / "outbox" / "email").glob("*.eml"))) == 4
+
+
+def test_sms_only_contact_is_held_until_the_window_opens(store):
+    _, spec, event_id = seed(store)
+    with session_scope() as s:
+        s.execute(update(Consent).where(Consent.contact_id == 1, Consent.channel == "email")
+                  .values(withdrawn_at=START - timedelta(days=1)))
+    at = datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    run(spec.slug, "announce", at)
+    rows = ledger(event_id)
+    assert rows[(1, "sms")] == ("deferred", "quiet hours (09:00-21:00)")
+    assert rows[(1, "email")] == ("suppressed", "opted out")
+    assert outbox_lines(store, "sms") == []
+    run(spec.slug, "announce", datetime(2027, 2, 10, 9, 0, tzinfo=MSK))
+    assert ledger(event_id)[(1, "sms")] == ("sent", None)
+    assert [m["to"] for m in outbox_lines(store, "sms")] == ["+79160000001"]
+
+
+def test_opt_out_between_plan_and_send_is_respected_at_send_time(store):
+    _, spec, event_id = seed(store)
+    at = datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    prepare_wave(spec.slug, "announce", at, get_settings())
+    with session_scope() as s:  # contact 2 unsubscribes a second later
+        s.execute(update(Consent).where(Consent.contact_id == 2, Consent.channel == "email")
+                  .values(withdrawn_at=datetime(2027, 2, 10, 4, 0, 1, tzinfo=ZoneInfo("UTC"))))
+    for batch in due_batches(spec.slug, "announce", at, get_settings()):
+        send_batch(batch, at, get_settings())
+    assert ledger(event_id)[(2, "email")] == ("suppressed", "opted out")
+    assert "g2@example.org" not in "".join(
+        p.read_text() for p in (store / "outbox" / "email").glob("*.eml"))
+
+
+def test_a_message_interrupted_mid_send_becomes_uncertain_and_is_not_resent(store):
+    _, spec, event_id = seed(store)
+    at = datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    prepare_wave(spec.slug, "announce", at, get_settings())
+    with session_scope() as s:  # a worker claimed contact 1's email, then died
+        s.execute(update(Message).where(Message.contact_id == 1, Message.channel == "email")
+                  .values(status="sending", sent_at=at,
+                          updated_at=datetime.now(ZoneInfo("UTC")) - timedelta(hours=1)))
+    run(spec.slug, "announce", at + timedelta(minutes=30))
+    status, reason = ledger(event_id)[(1, "email")]
+    assert status == "uncertain" and "not re-sent" in reason
+    sent_to = "".join(p.read_text() for p in (store / "outbox" / "email").glob("*.eml"))
+    assert "g1@example.org" not in sent_to and "g2@example.org" in sent_to
+
+
+def test_plan_json_contract_and_why(store):
+    path, spec, event_id = seed(store)
+    runner = CliRunner()
+    now = "2027-02-01T12:00:00+03:00"
+    result = runner.invoke(app, ["plan", str(path), "--now", now, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    waves = {w["name"]: w for w in data["waves"]}
+    assert list(waves) == ["announce", "reminder"]
+    assert datetime.fromisoformat(waves["announce"]["send_at"]) == datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    assert waves["announce"]["send_at"].endswith("+03:00")
+    assert waves["announce"]["outcomes"]["email"]["planned"] == 4
+    assert waves["announce"]["outcomes"]["sms"]["suppressed"] == 2
+    assert waves["reminder"]["outcomes"]["email"]["planned"] == 1
+    assert ledger(event_id) == {}, "a preview writes nothing"
+
+    result = runner.invoke(app, ["why", "4", spec.slug, "--now", now, "--json"])
+    assert result.exit_code == 0, result.output
+    decisions = json.loads(result.output)["decisions"]
+    assert {"wave": "announce", "channel": "sms", "status": "suppressed", "reason": "registered"}.items() \
+        <= decisions[0].items()
+    assert {(d["wave"], d["channel"], d["status"]) for d in decisions[1:]} == {
+        ("reminder", "email", "planned"), ("reminder", "sms", "planned")}
+
+    result = runner.invoke(app, ["why", "g3@example.org", spec.slug, "--now", now])
+    assert result.exit_code == 0, result.output
+    assert "sms" in result.output and "no consent" in result.output
+    assert "not registered" in result.output  # the reminder goes to registrants only
+
+
+@pytest.mark.parametrize("args, message", [
+    (["plan", "missing.yaml"], "missing.yaml: invalid event"),
+    (["why", "999", "python-meetup-74"], "no event 'python-meetup-74'"),
+    (["run", "e.yaml", "--now", "yesterday"], "--now 'yesterday': not an ISO time"),
+])
+def test_bad_input_is_one_clear_line_not_a_traceback(store, args, message):
+    import subprocess
+    import sys
+
+    (store / "e.yaml").write_text("slug: x\n")
+    proc = subprocess.run([sys.executable, "-m", "promo.cli", *args], capture_output=True,
+                          text=True, cwd=store)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
