@@ -104,3 +104,43 @@ def load_recipients(
         }
         out.append(Recipient(cid, tz, blocked, cid in registered))
     return out
+
+
+def wave_audience(session: Session, event: Event, channels: list[str]) -> list[int]:
+    """The contacts a promotional wave of `event` is for, by the segment's definition: those
+    who follow the event's topic or attended an earlier event of that topic, and whom at
+    least one of the wave's direct channels can reach now (consent, no opt-out, an address).
+    """
+    follows = select(ContactTopic.contact_id).where(ContactTopic.topic == event.topic)
+    attended = (
+        select(Registration.contact_id)
+        .join(Event, Event.id == Registration.event_id)
+        .where(Event.topic == event.topic, Registration.attended.is_(True), Event.id != event.id)
+    )
+    where = or_(Contact.id.in_(follows), Contact.id.in_(attended))
+    direct = [c for c in channels if c in ADDRESS_FIELD]
+    consents: dict[int, dict[str, tuple]] = {}
+    q = (
+        select(Consent.contact_id, Consent.channel, Consent.granted_at, Consent.withdrawn_at,
+               Consent.unreachable_at)
+        .join(Contact, Contact.id == Consent.contact_id)
+        .where(and_(where, Consent.channel.in_(direct)))
+    )
+    for cid, channel, granted, withdrawn, unreachable in session.execute(q):
+        consents.setdefault(cid, {})[channel] = (granted, withdrawn, unreachable)
+    none = (None, None, None)
+    out: list[int] = []
+    q = select(Contact.id, Contact.email, Contact.phone, Contact.vk_id, Contact.telegram_chat_id,
+               Contact.opted_out_at).where(where).order_by(Contact.id)
+    for cid, email, phone, vk_id, tg, opted_out in session.execute(q):
+        addresses = {"email": email, "sms": phone, "voice": phone, "vk": vk_id, "telegram": tg}
+        mine = consents.get(cid, {})
+        if any(channel_block(addresses[c] is not None, *mine.get(c, none), opted_out) is None
+               for c in direct):
+            out.append(cid)
+    return out
+
+
+def segment_size(session: Session, event: Event, channels: list[str]) -> int:
+    """How many contacts a promotional wave of `event` on `channels` is for."""
+    return len(wave_audience(session, event, channels))
