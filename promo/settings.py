@@ -113,6 +113,16 @@ class Settings(BaseSettings):
     # secret used to sign unsubscribe links and webhook tokens
     secret_key: SecretStr = SecretStr("change-me-in-production")
     public_url: str = Field("http://127.0.0.1:8000", description="where webhooks are reachable")
+    # webhooks (promo/webhooks): each endpoint refuses every request until its secret is set.
+    # Twilio signs with twilio_auth_token, checked against public_url + the path (so a proxy
+    # in front changes nothing, as long as public_url is the address Twilio is given).
+    sendgrid_webhook_public_key: str | None = Field(
+        None, description="the Event Webhook's verification key (base64, as SendGrid shows it)")
+    vk_callback_secret: SecretStr | None = None
+    vk_confirmation_code: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_bot_username: str | None = Field(None, description="for t.me/<bot>?start= links")
+    registration_webhook_secret: SecretStr | None = None
 
     # providers: a channel is live when its credentials are set, otherwise it writes to the outbox
     sendgrid_api_key: SecretStr | None = None

@@ -1,0 +1,178 @@
+"""Registrations by webhook: a registration platform (or a form, or Zapier) tells us who
+registered, so that promotion to that person stops before the next wave.
+
+POST `{public_url}/registrations` with a JSON body and the header
+
+    X-Promo-Signature: sha256=<hex>
+
+where `<hex>` is the lower-case hex HMAC-SHA256 of the raw request body (the exact bytes
+sent), keyed with `registration_webhook_secret` (its UTF-8 bytes). The body:
+
+    {"event": "python-meetup-74",          # the event's slug (required)
+     "id": "timepad-8812345",              # the platform's registration id (optional;
+                                           #   a repeated id is a repeated delivery)
+     "contact_id": 17,                     # or any of email / phone to find the person
+     "email": "anna@example.org", "phone": "+79161234567",
+     "name": "Анна", "language": "ru",      # used when the person is new
+     "consent": ["email"],                 # channels the person agreed to on the form
+     "registered_at": "2026-11-20T10:00:00+03:00",   # optional, default: now
+     "source": "timepad"}                  # optional, recorded with the registration
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from audiences.contacts import (
+    AddressError,
+    check_channel,
+    grant_consent,
+    normalize_email,
+    normalize_language,
+    normalize_phone,
+)
+from promo.db import session_scope
+from promo.db.models import Contact, Event, Registration, utcnow
+from promo.settings import Settings
+from promo.webhooks.http import forbidden, settings_of
+from promo.webhooks.store import body_digest, dedupe_key, record_once, set_normalized
+
+PROVIDER = "registrations"
+SIGNATURE_HEADER = "X-Promo-Signature"
+
+
+class Refused(ValueError):
+    """A signed body that cannot be applied; the text names the field and says why."""
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The header value a sender computes: `sha256=` + hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_ok(settings: Settings, body: bytes, headers: Any) -> bool:
+    secret = settings.registration_webhook_secret
+    given = (headers.get(SIGNATURE_HEADER) or "").strip()
+    if secret is None or not given:
+        return False
+    expected = sign(secret.get_secret_value(), body)
+    if not given.startswith("sha256="):
+        given = "sha256=" + given
+    return hmac.compare_digest(given.lower().encode(), expected.encode())
+
+
+def _text(data: dict[str, Any], field: str) -> str | None:
+    value = data.get(field)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | int):
+        raise Refused(f"{field}: expected a string")
+    return str(value)
+
+
+def _find_or_add_contact(s: Any, data: dict[str, Any], settings: Settings) -> tuple[Contact, bool]:
+    contact_id = data.get("contact_id")
+    if contact_id is not None:
+        if not isinstance(contact_id, int) or isinstance(contact_id, bool):
+            raise Refused("contact_id: expected a number")
+        contact = s.get(Contact, contact_id)
+        if contact is None:
+            raise Refused(f"contact_id: no contact {contact_id}")
+        return contact, False
+    try:
+        email = normalize_email(_text(data, "email")) if _text(data, "email") else None
+        phone = (normalize_phone(_text(data, "phone"), settings.default_region)
+                 if _text(data, "phone") else None)
+        language = normalize_language(_text(data, "language")) if _text(data, "language") else None
+    except AddressError as exc:
+        raise Refused(str(exc)) from None
+    if email is None and phone is None:
+        raise Refused("give contact_id, email or phone: who registered?")
+    for field, value in (("email", email), ("phone", phone)):
+        if value is not None:
+            found = s.scalar(select(Contact).where(getattr(Contact, field) == value))
+            if found is not None:
+                return found, False
+    name = _text(data, "name")
+    contact = Contact(email=email, phone=phone, name=name[:200] if name else None,
+                      language=language)
+    s.add(contact)
+    s.flush()
+    return contact, True
+
+
+def _registered_at(data: dict[str, Any]) -> datetime:
+    text = _text(data, "registered_at")
+    if text is None:
+        return utcnow()
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused(f"registered_at: {text!r} is not an ISO time") from None
+    if at.tzinfo is None:
+        raise Refused(f"registered_at: {text!r} has no UTC offset")
+    return at
+
+
+def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
+    """Add the registration (once); raises Refused for a body that cannot be applied."""
+    slug = _text(data, "event")
+    if slug is None:
+        raise Refused("event: the event's slug is required")
+    consents = data.get("consent") or []
+    if not isinstance(consents, list):
+        raise Refused("consent: expected a list of channels")
+    try:
+        channels = [check_channel(str(c)) for c in consents]
+    except AddressError as exc:
+        raise Refused(f"consent: {exc}") from None
+    key = dedupe_key(PROVIDER, slug, _text(data, "id") or body_digest(data))
+    with session_scope(settings.database_url) as s:
+        event = s.scalar(select(Event).where(Event.slug == slug))
+        if event is None:
+            raise Refused(f"event: no event {slug!r} in the store")
+        if not record_once(s, PROVIDER, key, data):
+            return {"outcome": "duplicate"}
+        at = _registered_at(data)
+        contact, new_contact = _find_or_add_contact(s, data, settings)
+        source = f"webhook: {_text(data, 'source') or 'registration'}"[:200]
+        for channel in channels:
+            grant_consent(s, contact.id, channel, source=f"{source} (registration form)", at=at)
+        registration = s.scalar(select(Registration).where(
+            Registration.event_id == event.id, Registration.contact_id == contact.id))
+        created = registration is None
+        if created:
+            s.add(Registration(event_id=event.id, contact_id=contact.id, registered_at=at,
+                               source=source))
+        normalized = {"kind": "registration", "event": slug, "contact_id": contact.id,
+                      "new_contact": new_contact, "new_registration": created,
+                      "consent": channels}
+        set_normalized(s, key, normalized)
+    return {"outcome": "applied", **normalized}
+
+
+async def webhook(request: Request) -> Response:
+    settings = settings_of(request)
+    body = await request.body()
+    if not signature_ok(settings, body, request.headers):
+        return forbidden(PROVIDER, f"a registration with a missing or wrong {SIGNATURE_HEADER}")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return PlainTextResponse("the body is not JSON", status_code=400)
+    if not isinstance(data, dict):
+        return PlainTextResponse("expected a JSON object", status_code=400)
+    try:
+        result = await run_in_threadpool(handle, settings, data)
+    except Refused as exc:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+    return JSONResponse(result)

@@ -1,0 +1,222 @@
+"""Twilio: SMS and call status callbacks, and inbound SMS (STOP / START).
+
+Give Twilio `{public_url}/twilio/status` as the StatusCallback of messages and calls,
+and `{public_url}/twilio/inbound` as the messaging webhook of the sending number (or
+Messaging Service). Every request must carry a valid `X-Twilio-Signature`, computed by
+Twilio with the account's Auth Token over the URL it called and the posted fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import ImmutableMultiDict
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+from promo.db import session_scope
+from promo.db.models import Contact, utcnow
+from promo.settings import Settings
+from promo.webhooks.consent import mark_unreachable, opt_in, opt_out
+from promo.webhooks.http import forbidden, form_params, public_request_url, settings_of
+from promo.webhooks.store import (
+    apply_delivery,
+    dedupe_key,
+    find_message_by_provider_id,
+    normalize,
+    record_once,
+    set_normalized,
+)
+
+PROVIDER = "twilio"
+
+# Message status callbacks (MessageStatus) in our vocabulary. `undelivered` is the
+# carrier refusing the message: the SMS form of a bounce.
+MESSAGE_STATUSES = {
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "partially_delivered": "delivered",
+    "read": "opened",
+    "undelivered": "bounced",
+    "failed": "failed",
+    "canceled": "failed",
+}
+
+# Call status callbacks (CallStatus). A completed call was answered (by a person or a
+# voicemail); busy and no-answer did not reach anyone.
+CALL_STATUSES = {
+    "queued": "queued",
+    "initiated": "queued",
+    "ringing": "sent",
+    "in-progress": "delivered",
+    "answered": "delivered",
+    "completed": "delivered",
+    "busy": "failed",
+    "no-answer": "failed",
+    "canceled": "failed",
+    "failed": "failed",
+}
+
+# Error codes that say the number will never receive an SMS: its consent is marked
+# unreachable (https://www.twilio.com/docs/api/errors/<code>).
+UNREACHABLE_CODES = {
+    "21211": "invalid 'To' phone number",
+    "21614": "'To' number is not a mobile number",
+    "30005": "unknown destination handset",
+    "30006": "landline or unreachable carrier",
+}
+# ... and the one that says the person opted out with Twilio itself
+OPTED_OUT_CODES = {"21610": "the recipient replied STOP to this sender"}
+
+# An inbound SMS that is only one of these words (any case, trailing punctuation
+# ignored) opts the number out of, or back into, SMS. Twilio's own keywords, and Russian.
+OPT_OUT_WORDS = frozenset({
+    "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE",
+    "СТОП", "ОТПИСАТЬСЯ", "ОТПИСКА",
+})
+OPT_IN_WORDS = frozenset({"START", "YES", "UNSTOP", "СТАРТ", "ПОДПИСАТЬСЯ"})
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+def signature_ok(settings: Settings, url: str, params: ImmutableMultiDict,
+                 headers: Any) -> bool:
+    """Whether `X-Twilio-Signature` is Twilio's, for this URL and these fields."""
+    token = settings.twilio_auth_token
+    signature = headers.get(SIGNATURE_HEADER)
+    if token is None or not signature:
+        return False
+    algorithm = get_signature_algorithm(headers.get(SIGNATURE_SETTINGS_HEADER))
+    validator = RequestValidator(token.get_secret_value())
+    return validator.validate(url, params, signature, algorithm=algorithm)
+
+
+def _raw(params: ImmutableMultiDict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in params:
+        values = params.getlist(name)
+        out[name] = values[0] if len(values) == 1 else values
+    return out
+
+
+def _error_text(code: str) -> str:
+    known = UNREACHABLE_CODES.get(code) or OPTED_OUT_CODES.get(code)
+    return f"error {code}: {known}" if known else f"error {code}"
+
+
+def handle_status(settings: Settings, params: ImmutableMultiDict) -> dict[str, Any]:
+    """Apply one status callback to the ledger row with this MessageSid or CallSid."""
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    raw_status = params.get("MessageStatus") or params.get("SmsStatus")
+    table = MESSAGE_STATUSES
+    if not sid:
+        sid, raw_status, table = params.get("CallSid"), params.get("CallStatus"), CALL_STATUSES
+    if not sid or not raw_status:
+        return {"outcome": "ignored", "why": "neither a message nor a call status"}
+    status = normalize(table, raw_status)
+    code = (params.get("ErrorCode") or "").strip() or None
+    key = dedupe_key(PROVIDER, sid, raw_status.strip().lower())
+    now = utcnow()
+    with session_scope(settings.database_url) as s:
+        if not record_once(s, PROVIDER, key, _raw(params)):
+            return {"outcome": "duplicate"}
+        normalized: dict[str, Any] = {
+            "kind": "delivery", "provider_status": raw_status, "status": status,
+            "provider_message_id": sid, "error_code": code, "message_key": None, "changed": [],
+        }
+        message = find_message_by_provider_id(s, sid)
+        if message is not None:
+            normalized["message_key"] = message.key
+            detail = f"twilio: {raw_status}" + (f" ({_error_text(code)})" if code else "")
+            changed = list(apply_delivery(message, status, detail, now))
+            contact = s.get(Contact, message.contact_id) if message.contact_id else None
+            why = f"twilio {_error_text(code)}" if code else ""
+            if (contact is not None and code in OPTED_OUT_CODES
+                    and opt_out(s, contact, message.channel, why, now)):
+                changed.append("consent")
+            if (contact is not None and code in UNREACHABLE_CODES
+                    and mark_unreachable(s, contact.id, message.channel, why, now)):
+                changed.append("unreachable")
+            normalized["changed"] = sorted(changed)
+        set_normalized(s, key, normalized)
+    return {"outcome": "applied" if message is not None else "unmatched", **normalized}
+
+
+def inbound_action(params: ImmutableMultiDict) -> str | None:
+    """`opt_out`, `opt_in` or None for an inbound SMS.
+
+    Twilio's Advanced Opt-Out says what it matched in `OptOutType`; otherwise the
+    message text is matched against the keywords.
+    """
+    kind = (params.get("OptOutType") or "").strip().upper()
+    if kind == "STOP":
+        return "opt_out"
+    if kind == "START":
+        return "opt_in"
+    word = (params.get("Body") or "").strip().rstrip(".!").strip().upper()
+    if word in OPT_OUT_WORDS:
+        return "opt_out"
+    if word in OPT_IN_WORDS:
+        return "opt_in"
+    return None
+
+
+def handle_inbound(settings: Settings, params: ImmutableMultiDict) -> dict[str, Any]:
+    """STOP withdraws, START restores SMS consent for the contact with this number."""
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    if not sid:
+        return {"outcome": "ignored", "why": "no MessageSid"}
+    key = dedupe_key(PROVIDER, "inbound", sid)
+    action = inbound_action(params)
+    phone = (params.get("From") or "").strip()
+    word = (params.get("Body") or "").strip()[:40]
+    now = utcnow()
+    with session_scope(settings.database_url) as s:
+        if not record_once(s, PROVIDER, key, _raw(params)):
+            return {"outcome": "duplicate"}
+        contact = s.scalar(select(Contact).where(Contact.phone == phone)) if phone else None
+        changed = False
+        if contact is not None and action == "opt_out":
+            changed = opt_out(s, contact, "sms", f"SMS {word!r} from the contact", now)
+        elif contact is not None and action == "opt_in":
+            changed = opt_in(s, contact, "sms", f"SMS {word!r} from the contact", now)
+        normalized = {"kind": "inbound_sms", "action": action, "channel": "sms",
+                      "contact_id": contact.id if contact else None, "changed": changed}
+        set_normalized(s, key, normalized)
+    return {"outcome": "applied" if contact is not None else "unmatched", **normalized}
+
+
+async def _verified_params(request: Request) -> ImmutableMultiDict | None:
+    settings = settings_of(request)
+    params = form_params(await request.body())
+    url = public_request_url(settings, request)
+    return params if signature_ok(settings, url, params, request.headers) else None
+
+
+async def status_callback(request: Request) -> Response:
+    params = await _verified_params(request)
+    if params is None:
+        return forbidden(PROVIDER, "status callback with a missing or wrong X-Twilio-Signature")
+    await run_in_threadpool(handle_status, settings_of(request), params)
+    return PlainTextResponse("", status_code=200)
+
+
+async def inbound_sms(request: Request) -> Response:
+    params = await _verified_params(request)
+    if params is None:
+        return forbidden(PROVIDER, "inbound SMS with a missing or wrong X-Twilio-Signature")
+    await run_in_threadpool(handle_inbound, settings_of(request), params)
+    # nothing to say back: Twilio answers its own STOP/START keywords itself
+    return Response(EMPTY_TWIML, media_type="text/xml")
