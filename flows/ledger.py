@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -21,20 +21,23 @@ def message_key(slug: str, wave: str, contact_id: int | None, channel: str) -> s
     return f"{slug}/{wave}/{contact_id if contact_id is not None else 'broadcast'}/{channel}"
 
 
-def _insert(session: Session):  # noqa: ANN202
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(Message)
-
-
 def decided_contacts(session: Session, event_id: int, wave: str) -> set[int]:
     """Contacts that already have a decision for this wave (a re-run leaves them be)."""
     q = select(Message.contact_id).where(
         Message.event_id == event_id, Message.wave == wave, Message.contact_id.is_not(None)
     ).distinct()
     return set(session.scalars(q))
+
+
+_INSERT_DECISION = (
+    "INSERT INTO messages (key, event_id, wave, contact_id, channel, status, reason, send_at,"
+    " decided_at, counts_for_caps, attempts, updated_at)"
+    " VALUES ({p}) ON CONFLICT (key) DO NOTHING"
+)
+
+
+def _naive_utc(t: datetime | None) -> datetime | None:
+    return None if t is None else t.astimezone(UTC).replace(tzinfo=None)
 
 
 def record_decisions(
@@ -44,36 +47,32 @@ def record_decisions(
     decisions: Iterable[Decision],
     *,
     counts_for_caps: bool,
-    chunk: int = 5000,
+    chunk: int = 20_000,
 ) -> None:
-    """Insert the decisions; a key already in the ledger is left as it is."""
-    now = utcnow()
-    stmt = _insert(session).on_conflict_do_nothing(index_elements=["key"])
-    rows: list[dict] = []
+    """Insert the decisions; a key already in the ledger is left as it is.
 
-    def flush() -> None:
-        if rows:
-            session.execute(stmt, rows)
-            rows.clear()
-
+    A wave of a million contacts records a million rows or more: this goes straight to
+    the driver's executemany (times as naive UTC, as UTCDateTime stores them), several
+    times faster than ORM-level inserts.
+    """
+    now = _naive_utc(utcnow())
+    conn = session.connection()
+    style = "%s" if conn.dialect.name == "postgresql" else "?"
+    sql = _INSERT_DECISION.format(p=", ".join([style] * 12))
+    slug, event_id = event.slug, event.id
+    rows: list[tuple] = []
     for d in decisions:
-        rows.append({
-            "key": message_key(event.slug, wave, d.contact_id, d.channel),
-            "event_id": event.id,
-            "wave": wave,
-            "contact_id": d.contact_id,
-            "channel": d.channel,
-            "status": d.status,
-            "reason": d.reason,
-            "send_at": d.send_at,
-            "decided_at": now,
-            "counts_for_caps": counts_for_caps and d.contact_id is not None,
-            "attempts": 0,
-            "updated_at": now,
-        })
+        cid = d.contact_id
+        rows.append((
+            f"{slug}/{wave}/{cid if cid is not None else 'broadcast'}/{d.channel}",
+            event_id, wave, cid, d.channel, d.status, d.reason, _naive_utc(d.send_at), now,
+            counts_for_caps and cid is not None, 0, now,
+        ))
         if len(rows) >= chunk:
-            flush()
-    flush()
+            conn.exec_driver_sql(sql, rows)
+            rows = []
+    if rows:
+        conn.exec_driver_sql(sql, rows)
 
 
 def load_histories(

@@ -183,3 +183,15 @@ def test_bad_input_is_one_clear_line_not_a_traceback(store, args, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_the_same_wave_on_postgresql(pg_store, tmp_path):
+    """The store path (decisions recorded by the driver, claims under row locks) on PostgreSQL."""
+    _, spec, event_id = seed(tmp_path)
+    at = datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    assert run(spec.slug, "announce", at)["sent"] == 4
+    assert run(spec.slug, "announce", at)["sent"] == 0
+    rows = ledger(event_id)
+    assert rows[(4, "sms")] == ("suppressed", "registered")
+    assert rows[(5, "email")] == ("sent", None)
+    assert len(list((tmp_path / "outbox" / "email").glob("*.eml"))) == 4
