@@ -1,23 +1,35 @@
-"""Rendering messages from the Jinja2 templates under `templates/`.
+"""Rendering messages from the Jinja2 templates under `templates/`, and checking them.
 
-Sandboxed, undefined variables are errors, HTML is autoescaped. A template is looked up
-as `<wave>/<channel>.<lang>.<part>.j2` (part: subject, html, txt) first in the event's
-own template folder, then in the defaults; channels without a template of their own use
-`<wave>/message.<lang>.txt.j2`.
+Sandboxed, undefined variables are errors, HTML is autoescaped. A template is named
+`<wave>/<channel>.<lang>.<part>.j2` (part: `subject`, `html`, `txt` for email, `txt` for the
+rest). It is looked up in three layers, the first that has it wins: the event's inline
+`texts:`, the event's own template folder (`templates:`), the defaults. Within a layer a
+channel without a template of its own may use `<wave>/message.<lang>.txt.j2`.
+
+Every message is checked against its channel's limits (SMS segments, VK, Telegram, the
+TwiML of a call) and an email must carry its unsubscribe link: a template that breaks a rule
+raises TemplateProblem, at plan time for a sample contact (`sample_check`) and again for
+each message at send time.
 """
 
 from __future__ import annotations
 
+import math
+import sys
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_datetime, get_timezone_location
 from jinja2 import (
-    ChoiceLoader,
+    BaseLoader,
+    Environment,
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
@@ -28,18 +40,44 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment
 
-from flows.events import EventSpec
+from channels.calendar import google_calendar_url
+from channels.sms_segments import segments as sms_segments
+from flows.events import BROADCAST_CHANNELS, EventSpec
 from promo.errors import UserError
+from promo.settings import Settings, get_settings
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 LANGUAGES = ("ru", "en")
 PARTS = {"email": ("subject", "html", "txt")}
-# the UTM medium names the kind of wave: promotion or reminder
-WAVE_MEDIUM = {"announce": "announce", "last_call": "last_call", "reminder": "reminder"}
+# the UTM medium names the kind of wave (promotion or reminder); utm_content names the wave
+WAVE_MEDIUM = {"announce": "promotion", "last_call": "promotion", "reminder": "reminder"}
+
+# channel limits, in characters of the text as sent
+MAX_CHARS = {
+    "vk": 9000,  # messages.send and wall.post
+    "vk_wall": 9000,
+    "telegram": 4096,  # sendMessage, after entity parsing
+    "telegram_channel": 4096,
+}
+# Twilio refuses a call whose inline `twiml` is longer (error 32018)
+MAX_TWIML_CHARS = 4000
+VOICE_LANGUAGE = {"ru": "ru-RU", "en": "en-US"}
+# speech rate for the estimate of a call's billed minutes
+WORDS_PER_SECOND = 2.5
+
+# how dates read, per language (Babel patterns); the zone is the contact's
+DATE_PATTERN = {"ru": "EEEE, d MMMM", "en": "EEEE, MMMM d"}
+SHORT_DATE_PATTERN = {"ru": "EEE, d MMM", "en": "EEE, MMM d"}
+TIME_PATTERN = {"ru": "HH:mm", "en": "h:mm a"}
+WHEN_FORMAT = {"ru": "{date}, {time} ({zone})", "en": "{date}, {time} ({zone} time)"}
+
+SAMPLE_NAMES = {"ru": "Константин", "en": "Christopher"}
+SAMPLE_FAR_ZONE = "Asia/Kamchatka"
 
 
 class TemplateProblem(UserError):
-    """A template that fails to render: names the file, the line and what is wrong."""
+    """A template that fails to render or breaks a channel's rules: names the file, the line
+    and what is wrong."""
 
 
 @dataclass
@@ -47,29 +85,205 @@ class Rendered:
     text: str
     subject: str | None = None
     html: str | None = None
+    template: str | None = None  # the file (or inline text) the text part came from
 
 
-def with_utm(url: str, *, source: str, medium: str, campaign: str) -> str:
+# -- links ----------------------------------------------------------------------------------
+
+def utm_medium(wave: str) -> str:
+    return WAVE_MEDIUM.get(wave, wave)
+
+
+def with_utm(url: str, *, source: str, medium: str, campaign: str,
+             content: str | None = None) -> str:
+    """The URL with the UTM tags set (any it had are replaced)."""
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query) if not k.startswith("utm_")]
     query += [("utm_source", source), ("utm_medium", medium), ("utm_campaign", campaign)]
+    if content:
+        query.append(("utm_content", content))
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-@lru_cache(maxsize=32)
-def environment(override: str | None = None) -> SandboxedEnvironment:
-    loaders = [FileSystemLoader(str(DEFAULT_TEMPLATES))]
+def tagged(url: str, event: EventSpec, wave: str, channel: str) -> str:
+    """A link as a message of this wave on this channel carries it."""
+    return with_utm(url, source=channel, medium=utm_medium(wave), campaign=event.slug,
+                    content=wave)
+
+
+def short_link(settings: Settings, event: EventSpec, wave: str, channel: str) -> str:
+    """A short link for SMS, where every character counts: the webhook server redirects it
+    to the registration page with the UTM tags of this wave and channel (`resolve_short_link`)."""
+    return f"{settings.public_url.rstrip('/')}/go/{event.slug}/{channel}/{wave}"
+
+
+def resolve_short_link(event: EventSpec, channel: str, wave: str) -> str:
+    """Where `short_link` leads."""
+    return tagged(str(event.registration_url), event, wave, channel)
+
+
+# -- the context ----------------------------------------------------------------------------
+
+def pick_language(contact_language: str | None, event: EventSpec,
+                  default: str | None = None) -> str:
+    """The contact's language if we have templates in it, then the event's, then the default."""
+    if default is None:
+        default = get_settings().default_language
+    for lang in (contact_language, event.language, default):
+        primary = (lang or "").replace("_", "-").split("-")[0].lower()
+        if primary in LANGUAGES:
+            return primary
+    return LANGUAGES[0]
+
+
+@lru_cache(maxsize=1024)
+def when_parts(moment: datetime, zone: str, lang: str) -> dict[str, str]:
+    """The date, the time and the zone's name, as a contact reads them in their language."""
+    local = moment.astimezone(ZoneInfo(zone))
+    date = format_datetime(local, DATE_PATTERN.get(lang, DATE_PATTERN["en"]), locale=lang)
+    short = format_datetime(local, SHORT_DATE_PATTERN.get(lang, SHORT_DATE_PATTERN["en"]),
+                            locale=lang)
+    time = format_datetime(local, TIME_PATTERN.get(lang, TIME_PATTERN["en"]), locale=lang)
+    place = get_timezone_location(ZoneInfo(zone), locale=lang, return_city=True)
+    return {"date": date, "short_date": short, "time": time, "zone": place,
+            "zone_short": zone_offset(local, lang)}
+
+
+def zone_offset(local: datetime, lang: str) -> str:
+    """A zone in a few characters, for an SMS: Russian readers count from Moscow (МСК+2),
+    the others from UTC (UTC+5)."""
+    base, label = ("Europe/Moscow", "МСК") if lang == "ru" else ("UTC", "UTC")
+    offset = local.utcoffset() - local.astimezone(ZoneInfo(base)).utcoffset()
+    minutes = int(offset.total_seconds() // 60)
+    if minutes == 0:
+        return label
+    sign = "+" if minutes > 0 else "-"  # ASCII: a typographic minus would make an SMS UCS-2
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{label}{sign}{hours}" + (f":{rest:02d}" if rest else "")
+
+
+def context(event: EventSpec, wave: str, channel: str, *, name: str | None, tz: str | None,
+            lang: str, unsubscribe_url: str | None, settings: Settings | None = None,
+            ) -> dict[str, Any]:
+    """The variables every template gets (the README's "Templates" section lists them).
+
+    `tz` is the contact's zone (the event's when None: a public post); dates read in it.
+    """
+    settings = settings or get_settings()
+    zone = tz or event.timezone
+    try:
+        ZoneInfo(zone)
+    except (KeyError, ValueError):
+        zone = event.timezone  # a contact's unknown zone: the event's is the best guess
+    w = dict(when_parts(event.starts_at, zone, lang))
+    own_zone = zone == event.timezone
+    registration_url = tagged(str(event.registration_url), event, wave, channel)
+    url = tagged(str(event.url), event, wave, channel) if event.url else None
+    host = urlsplit(str(event.registration_url)).hostname or ""
+    when = WHEN_FORMAT.get(lang, WHEN_FORMAT["en"]).format(**w)
+    return {
+        "event": {
+            "title": event.title,
+            "slug": event.slug,
+            "venue": event.venue,
+            "online": not event.venue,
+            "url": url,
+            "registration_url": registration_url,
+            "short_url": short_link(settings, event, wave, channel),
+            "registration_site": host.removeprefix("www."),
+            "topic": event.topic,
+            "description": event.description,
+            "timezone": event.timezone,
+        },
+        "when": when,
+        "when_short": f"{w['short_date']}, {w['time']}"
+        + ("" if own_zone else f" ({w['zone_short']})"),
+        "date": w["date"],
+        "time": w["time"],
+        "when_zone": w["zone"],
+        "zone_short": w["zone_short"],
+        "same_zone": own_zone,  # the contact is in the event's zone
+        "starts_at": event.starts_at.astimezone(ZoneInfo(zone)),
+        "contact": {"name": name},
+        "broadcast": channel in BROADCAST_CHANNELS,
+        "wave": wave,
+        "channel": channel,
+        "lang": lang,
+        "unsubscribe_url": unsubscribe_url,
+        "calendar_url": google_calendar_url(event, lang, registration_url, url),
+    }
+
+
+# -- templates ------------------------------------------------------------------------------
+
+class LayeredLoader(BaseLoader):
+    """Looks a template up layer by layer. `@<n>/<name>` asks layer n only (what `render`
+    does, so an event's `message` template beats a default channel template); a plain name
+    (an `{% import %}` of macros) takes the first layer that has it."""
+
+    def __init__(self, layers: list[BaseLoader]):
+        self.layers = layers
+
+    def get_source(self, environment: Environment, template: str
+                   ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        if template.startswith("@"):
+            index, _, name = template[1:].partition("/")
+            return self.layers[int(index)].get_source(environment, name)
+        for layer in self.layers:
+            try:
+                return layer.get_source(environment, template)
+            except TemplateNotFound:
+                continue
+        raise TemplateNotFound(template)
+
+
+class InlineLoader(BaseLoader):
+    """The event's `texts:`, named like the template files; the "file name" in an error says
+    where in the event file the text is."""
+
+    def __init__(self, texts: tuple[tuple[str, str, str], ...]):
+        self.texts = {name: (label, source) for name, label, source in texts}
+
+    def get_source(self, environment: Environment, template: str
+                   ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        if template not in self.texts:
+            raise TemplateNotFound(template)
+        label, source = self.texts[template]
+        return source, label, lambda: True
+
+
+def inline_texts(event: EventSpec) -> tuple[tuple[str, str, str], ...]:
+    """(template name, label, source) for every text in the event's `texts:`; the label
+    (`texts.<wave>.<channel>.<lang>[.<part>]`) stands for the file name in errors."""
+    out = []
+    for wave, channels in (event.texts or {}).items():
+        for channel, langs in channels.items():
+            for lang, value in langs.items():
+                parts = value if isinstance(value, dict) else {"txt": value}
+                for part, source in parts.items():
+                    label = f"texts.{wave}.{channel}.{lang}"
+                    if isinstance(value, dict):
+                        label += f".{part}"
+                    out.append((f"{wave}/{channel}.{lang}.{part}.j2", label, source))
+    return tuple(sorted(out))
+
+
+@lru_cache(maxsize=64)
+def environment(override: str | None = None,
+                inline: tuple[tuple[str, str, str], ...] = ()) -> SandboxedEnvironment:
+    layers: list[BaseLoader] = [FileSystemLoader(str(DEFAULT_TEMPLATES))]
     if override:
-        loaders.insert(0, FileSystemLoader(override))
-    env = SandboxedEnvironment(
-        loader=ChoiceLoader(loaders),
+        layers.insert(0, FileSystemLoader(override))
+    if inline:
+        layers.insert(0, InlineLoader(inline))
+    return SandboxedEnvironment(
+        loader=LayeredLoader(layers),
         undefined=StrictUndefined,
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
     )
-    return env
 
 
 def template_names(wave: str, channel: str, lang: str, part: str) -> list[str]:
@@ -79,89 +293,203 @@ def template_names(wave: str, channel: str, lang: str, part: str) -> list[str]:
     return names
 
 
-def pick_language(contact_language: str | None, event: EventSpec) -> str:
-    for lang in (contact_language, event.language):
-        if lang in LANGUAGES:
-            return lang
-    return LANGUAGES[0]
-
-
-def context(event: EventSpec, wave: str, channel: str, *, name: str | None, tz: str | None,
-            lang: str, unsubscribe_url: str | None) -> dict:
-    zone = tz or event.timezone
-    local = event.starts_at.astimezone(ZoneInfo(zone))
-    when = format_datetime(local, "d MMMM, EEEE, HH:mm", locale=lang)
-    tzname = local.tzname() or zone
-    medium = WAVE_MEDIUM.get(wave, wave)
-    return {
-        "event": {
-            "title": event.title,
-            "slug": event.slug,
-            "venue": event.venue,
-            "url": with_utm(str(event.url), source=channel, medium=medium, campaign=event.slug)
-            if event.url else None,
-            "registration_url": with_utm(str(event.registration_url), source=channel,
-                                         medium=medium, campaign=event.slug),
-            "topic": event.topic,
-            "description": event.description,
-        },
-        "when": when,
-        "when_zone": tzname,
-        "starts_at": local,
-        "contact": {"name": name},
-        "wave": wave,
-        "channel": channel,
-        "unsubscribe_url": unsubscribe_url,
-    }
+def _where(override: str | None, inline: tuple) -> str:
+    places = (["the event's texts"] if inline else []) + ([override] if override else [])
+    return ", ".join([*places, str(DEFAULT_TEMPLATES)])
 
 
 def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
-           override: str | None = None) -> Rendered:
-    env = environment(override)
+           override: str | None = None, settings: Settings | None = None,
+           check: bool = True) -> Rendered:
+    """Render the message and (unless `check` is off: the preview shows it first) check it
+    against the channel's rules."""
+    inline = inline_texts(event)
+    env = environment(override, inline)
+    layers = len(env.loader.layers)  # type: ignore[union-attr]
     parts = PARTS.get(channel, ("txt",))
     out: dict[str, str] = {}
+    source = None
     for part in parts:
+        names = template_names(wave, channel, lang, part)
         try:
-            template = env.select_template(template_names(wave, channel, lang, part))
+            template = env.select_template([f"@{i}/{n}" for i in range(layers) for n in names])
         except TemplateNotFound:
             raise TemplateProblem(
                 f"no template for the {wave} wave on {channel} in {lang!r}: looked for "
-                + ", ".join(template_names(wave, channel, lang, part))
-                + f" in {override or DEFAULT_TEMPLATES}"
+                f"{', '.join(names)} in {_where(override, inline)}"
             ) from None
         except TemplateSyntaxError as exc:
-            raise TemplateProblem(f"{exc.filename}:{exc.lineno}: {exc.message}") from None
+            raise TemplateProblem(
+                f"{_at(exc.filename or exc.name, exc.lineno)}: {exc.message}") from None
         try:
             out[part] = template.render(ctx).strip()
         except UndefinedError as exc:
-            raise TemplateProblem(
-                f"{template.filename}:{_error_line(template.filename)}: {exc.message}"
-            ) from None
+            raise TemplateProblem(f"{_error_location(template.filename)}: {exc.message} "
+                                  f"(the {wave} wave on {channel}, {lang})") from None
         except TemplateError as exc:
-            raise TemplateProblem(f"{template.filename}: {exc}") from None
-    return Rendered(text=out["txt"], subject=out.get("subject"), html=out.get("html"))
+            raise TemplateProblem(f"{_error_location(template.filename)}: {exc}") from None
+        if part == "txt":
+            source = template.filename
+    subject = " ".join(out["subject"].split()) if "subject" in out else None  # one header line
+    rendered = Rendered(text=out["txt"], subject=subject, html=out.get("html"), template=source)
+    if check:
+        check_limits(channel, lang, rendered, ctx, settings or get_settings())
+    return rendered
 
 
-def _error_line(filename: str | None) -> str:
-    """The template line being rendered when the error was raised (from the traceback)."""
-    import sys
-    import traceback
-
+def _error_location(filename: str | None) -> str:
+    """`file:line` of the innermost template frame being rendered when the error was raised
+    (Jinja rewrites the traceback so that its frames carry the template's file and line)."""
     tb = sys.exc_info()[2]
-    line = "?"
+    where = _at(filename, None)
     for frame, lineno in traceback.walk_tb(tb):
-        if frame.f_code.co_filename == filename:
-            line = str(lineno)
-    return line
+        if "__jinja_template__" in frame.f_globals or frame.f_code.co_filename == filename:
+            where = _at(frame.f_code.co_filename, lineno)
+    return where
+
+
+def _at(filename: str | None, line: int | None) -> str:
+    """`file:line` for a template file; for an inline text, where it is in the event file."""
+    number = "?" if line is None else str(line)
+    if filename and filename.startswith("texts."):
+        return f"{filename} (in the event file), line {number} of the text"
+    return f"{filename}:{number}"
+
+
+# -- channel rules --------------------------------------------------------------------------
+
+def voice_twiml(text: str, lang: str) -> str:
+    """The inline TwiML a call speaks: the script in a `<Say>` in the contact's language."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    response = VoiceResponse()
+    response.say(text, language=VOICE_LANGUAGE.get(lang, "en-US"))
+    return str(response)
+
+
+def check_limits(channel: str, lang: str, rendered: Rendered, ctx: dict,
+                 settings: Settings) -> None:
+    """Refuse a message its channel would refuse, cut, or bill beyond the organizer's limit."""
+    where = rendered.template or channel
+    if not rendered.text:
+        raise TemplateProblem(f"{where}: renders to an empty message")
+    if channel == "sms":
+        n = sms_segments(rendered.text)
+        if n > settings.max_sms_segments:
+            raise TemplateProblem(
+                f"{where}: the SMS is {n} segments ({len(rendered.text)} characters), more than "
+                f"max_sms_segments = {settings.max_sms_segments}: shorten the template"
+            )
+    elif channel == "voice":
+        size = len(voice_twiml(rendered.text, lang))
+        if size > MAX_TWIML_CHARS:
+            raise TemplateProblem(
+                f"{where}: the call's TwiML is {size} characters; Twilio takes at most "
+                f"{MAX_TWIML_CHARS}: shorten the script"
+            )
+    elif channel in MAX_CHARS and len(rendered.text) > MAX_CHARS[channel]:
+        raise TemplateProblem(
+            f"{where}: {len(rendered.text)} characters; {channel} takes at most "
+            f"{MAX_CHARS[channel]}"
+        )
+    if channel == "email" and ctx.get("unsubscribe_url"):
+        for part, body in (("txt", rendered.text), ("html", rendered.html or "")):
+            if ctx["unsubscribe_url"] not in body:
+                raise TemplateProblem(
+                    f"the {part} part of the {ctx.get('wave')} email ({lang}) has no unsubscribe "
+                    f"link: every email carries {{{{ unsubscribe_url }}}}"
+                )
+
+
+# -- plan-time checks and the cost estimate ------------------------------------------------
+
+def sample_context(event: EventSpec, wave: str, channel: str, lang: str,
+                   settings: Settings, tz: str | None = None) -> dict[str, Any]:
+    """The context of a sample contact, in the event's zone unless `tz` says otherwise (no
+    contact for a public post)."""
+    from audiences.tokens import unsubscribe_url
+
+    broadcast = channel in BROADCAST_CHANNELS
+    return context(
+        event, wave, channel, name=None if broadcast else SAMPLE_NAMES.get(lang, "Sample"),
+        tz=None if broadcast else tz or event.timezone, lang=lang,
+        unsubscribe_url=unsubscribe_url(settings, 1_000_000, channel) if channel == "email"
+        else None,
+        settings=settings,
+    )
+
+
+def sample_languages(event: EventSpec, channel: str, settings: Settings) -> tuple[str, ...]:
+    """A public post goes out once, in the event's language; a contact may read either."""
+    if channel in BROADCAST_CHANNELS:
+        return (pick_language(None, event, settings.default_language),)
+    return LANGUAGES
 
 
 def sample_check(event: EventSpec, waves: dict[str, list[str]], override: str | None = None,
-                 now: datetime | None = None) -> None:
+                 now: datetime | None = None, settings: Settings | None = None,
+                 ) -> dict[tuple[str, str, str], Rendered]:
     """Render every template the campaign will use, for a sample contact in each language,
-    before anything is sent. Raises TemplateProblem naming the file and line."""
+    before anything is sent. Raises TemplateProblem naming the file and line; returns the
+    samples by (wave, channel, language)."""
+    settings = settings or get_settings()
+    # a contact in another zone reads it with the zone named: a longer text
+    far = SAMPLE_FAR_ZONE if event.timezone != SAMPLE_FAR_ZONE else "Europe/Moscow"
+    samples: dict[tuple[str, str, str], Rendered] = {}
     for wave, channels in waves.items():
         for channel in channels:
-            for lang in LANGUAGES:
-                ctx = context(event, wave, channel, name="Sample Contact", tz=event.timezone,
-                              lang=lang, unsubscribe_url="https://example.org/u/sample")
-                render(event, wave, channel, lang, ctx, override)
+            for lang in sample_languages(event, channel, settings):
+                ctx = sample_context(event, wave, channel, lang, settings)
+                samples[(wave, channel, lang)] = render(event, wave, channel, lang, ctx,
+                                                        override, settings)
+                if channel not in BROADCAST_CHANNELS:
+                    ctx = sample_context(event, wave, channel, lang, settings, tz=far)
+                    render(event, wave, channel, lang, ctx, override, settings)
+    return samples
+
+
+def estimate(channel: str, text: str, settings: Settings | None = None
+             ) -> tuple[int, float]:
+    """(billed units, cost) of one message: SMS segments, a call's started minutes, or one
+    message; the cost from the `prices` setting."""
+    settings = settings or get_settings()
+    if channel == "sms":
+        units = sms_segments(text)
+    elif channel == "voice":
+        seconds = len(text.split()) / WORDS_PER_SECOND
+        units = max(1, math.ceil(seconds / 60))
+    else:
+        units = 1
+    return units, round(units * settings.prices.get(channel, 0.0), 6)
+
+
+UNITS = {"sms": "segment", "voice": "minute"}
+
+
+def content_estimate(event: EventSpec, wave: str, channel: str, lang: str,
+                     override: str | None = None, settings: Settings | None = None,
+                     ) -> dict[str, Any]:
+    """What the plan shows per wave and channel: the sample message's SMS segments (1 for
+    other channels), its billed units and its estimated cost."""
+    settings = settings or get_settings()
+    ctx = sample_context(event, wave, channel, lang, settings)
+    r = render(event, wave, channel, lang, ctx, override, settings)
+    units, cost = estimate(channel, r.text, settings)
+    return {
+        "segments": units if channel == "sms" else 1,
+        "units": units,
+        "unit": UNITS.get(channel, "message"),
+        "cost_per_message": cost,
+        "currency": settings.currency,
+        "characters": len(r.text),
+    }
+
+
+def override_folder(event: EventSpec, source: Path) -> str | None:
+    """The event's template folder (`templates:`, relative to the event file)."""
+    if not event.templates:
+        return None
+    folder = (source.parent / event.templates).resolve()
+    if not folder.is_dir():
+        raise UserError(f"{source}: templates: {event.templates!r} is not a folder")
+    return str(folder)

@@ -138,15 +138,22 @@ def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | Non
     lang = pick_language(c.language, spec)
     unsub = unsubscribe_url(settings, c.contact_id, c.channel) if c.contact_id else None
     ctx = context(spec, c.wave, c.channel, name=c.name, tz=c.timezone, lang=lang,
-                  unsubscribe_url=unsub)
-    r = render(spec, c.wave, c.channel, lang, ctx, override)
+                  unsubscribe_url=unsub, settings=settings)
+    r = render(spec, c.wave, c.channel, lang, ctx, override, settings)
     headers = {}
+    attachments = []
     if c.channel == "email" and unsub:
         headers = {"List-Unsubscribe": f"<{unsub}>",
                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    if c.channel == "email":  # one click puts the event in the contact's calendar
+        from channels.calendar import ics_attachment
+
+        attachments = [ics_attachment(spec, lang, ctx["event"]["registration_url"],
+                                      ctx["event"]["url"])]
     return OutgoingMessage(id=c.message_id, key=c.key, channel=c.channel, address=c.address,
                            language=lang, text=r.text, subject=r.subject, html=r.html,
-                           headers=headers, event_slug=spec.slug, wave=c.wave)
+                           headers=headers, attachments=attachments, event_slug=spec.slug,
+                           wave=c.wave)
 
 
 def send_batch(message_ids: list[int], now: datetime, settings: Settings,

@@ -150,6 +150,10 @@ class EventSpec(BaseModel):
     description: str | None = None
     # a folder of templates that override the defaults (relative to the event file)
     templates: str | None = None
+    # inline templates, over the folder and the defaults: texts.<wave>.<channel>.<lang> is the
+    # text (for email a mapping of subject, txt, html); rendered like the template files
+    texts: dict[Literal["announce", "last_call", "reminder"], dict[Channel, dict[
+        Literal["ru", "en"], str | dict[Literal["subject", "txt", "html"], str]]]] | None = None
     campaign: CampaignSpec = Field(default_factory=lambda: CampaignSpec.model_validate({}))
 
     @field_validator("campaign", mode="before")

@@ -34,6 +34,18 @@ DEFAULT_CAPS = {
     "direct": "4/7d",
 }
 
+# the price of one message (sms: per segment, voice: per started minute), in `currency`;
+# round figures for the estimate in the plan: set your providers' prices
+DEFAULT_PRICES = {
+    "email": 0.001,
+    "sms": 0.05,
+    "voice": 0.10,
+    "vk": 0.0,
+    "telegram": 0.0,
+    "vk_wall": 0.0,
+    "telegram_channel": 0.0,
+}
+
 DEFAULT_QUIET_HOURS = {
     # the window in which a message may be delivered, in the contact's time zone
     "sms": "09:00-21:00",
@@ -110,6 +122,11 @@ class Settings(BaseSettings):
     reminder_counts_against_caps: bool = True
     send_batch_size: int = Field(500, ge=1, le=10_000)
 
+    # content checks and the plan's cost estimate (channels/render.py)
+    max_sms_segments: int = Field(2, ge=1, le=10, description="an SMS template longer is refused")
+    prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    currency: str = "USD"
+
     # secret used to sign unsubscribe links and webhook tokens
     secret_key: SecretStr = SecretStr("change-me-in-production")
     public_url: str = Field("http://127.0.0.1:8000", description="where webhooks are reachable")
@@ -161,6 +178,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown channel {name!r}")
             if text:  # an empty string switches the window off
                 parse_window(text)
+        return merged
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        merged = dict(DEFAULT_PRICES) | value
+        for name, price in merged.items():
+            if name not in DEFAULT_PRICES:
+                raise ValueError(f"unknown channel {name!r} (known: {', '.join(DEFAULT_PRICES)})")
+            if price < 0:
+                raise ValueError(f"{name}: a price cannot be negative")
         return merged
 
     @classmethod
