@@ -111,10 +111,15 @@ def tagged(url: str, event: EventSpec, wave: str, channel: str) -> str:
                     content=wave)
 
 
+# served by the webhook server (`channels/links.py`)
+SHORT_LINK_PATH = "/go/{slug}/{channel}/{wave}"
+
+
 def short_link(settings: Settings, event: EventSpec, wave: str, channel: str) -> str:
     """A short link for SMS, where every character counts: the webhook server redirects it
     to the registration page with the UTM tags of this wave and channel (`resolve_short_link`)."""
-    return f"{settings.public_url.rstrip('/')}/go/{event.slug}/{channel}/{wave}"
+    path = SHORT_LINK_PATH.format(slug=event.slug, channel=channel, wave=wave)
+    return settings.public_url.rstrip("/") + path
 
 
 def resolve_short_link(event: EventSpec, channel: str, wave: str) -> str:

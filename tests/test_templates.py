@@ -456,3 +456,27 @@ def test_preview_refuses_what_it_cannot_show(store: Path):
     post = CliRunner().invoke(app, ["preview", path, "--wave", "announce", "--channel", "vk_wall",
                                     "--contact", "1"])
     assert isinstance(post.exception, UserError) and "public post" in str(post.exception)
+
+
+def test_the_sms_short_link_redirects_to_the_tagged_page(store: Path):
+    from starlette.testclient import TestClient
+
+    from flows.store import save_event
+    from promo.db import session_scope
+    from promo.settings import get_settings
+    from promo.webhooks.app import create_app
+
+    spec = event()
+    with session_scope() as s:
+        save_event(s, spec)
+    text = rendered(spec, "last_call", "sms", "ru", settings=get_settings()).text
+    link = text.split()[-1]
+    assert link == "http://127.0.0.1:8000/go/python-meetup-74/sms/last_call"
+    with TestClient(create_app(get_settings())) as client:
+        reply = client.get(link.removeprefix("http://127.0.0.1:8000"), follow_redirects=False)
+        assert reply.status_code == 302
+        assert reply.headers["location"] == (
+            "https://example.org/python-meetup-74?utm_source=sms&utm_medium=promotion"
+            "&utm_campaign=python-meetup-74&utm_content=last_call")
+        assert client.get("/go/python-meetup-99/sms/last_call").status_code == 404
+        assert client.get("/go/python-meetup-74/fax/last_call").status_code == 404

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from channels.links import SHORT_LINK_PATH, short_link_redirect
 from promo.db import get_engine
 from promo.settings import Settings, get_settings
 from promo.webhooks import PATHS, registrations, sendgrid, telegram, twilio, unsubscribe, vk
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(PATHS["vk"], vk.callback, methods=["POST"]),
         Route(PATHS["telegram"], telegram.webhook, methods=["POST"]),
         Route(PATHS["registrations"], registrations.webhook, methods=["POST"]),
+        Route(SHORT_LINK_PATH, short_link_redirect, methods=["GET"]),  # the SMS links
     ]
     app = Starlette(routes=routes)
     app.state.settings = settings or get_settings()

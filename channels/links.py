@@ -1,0 +1,41 @@
+"""The short links of SMS (`{public_url}/go/<event>/<channel>/<wave>`): the webhook server
+redirects each to the event's registration page with the UTM tags of that wave and channel.
+Nothing is stored per link: the path says everything, the event comes from the store."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+
+from channels.render import SHORT_LINK_PATH, resolve_short_link
+from flows.events import WAVES, EventSpec
+from promo.settings import Settings
+
+__all__ = ["SHORT_LINK_PATH", "short_link_redirect"]
+
+CHANNELS = ("email", "sms", "voice", "vk", "telegram", "vk_wall", "telegram_channel")
+
+
+def _event(settings: Settings, slug: str) -> EventSpec | None:
+    from sqlalchemy import select
+
+    from flows.store import event_spec
+    from promo.db import session_scope
+    from promo.db.models import Event
+
+    with session_scope(settings.database_url) as s:
+        row = s.scalar(select(Event).where(Event.slug == slug))
+        return event_spec(row) if row is not None else None
+
+
+async def short_link_redirect(request: Request) -> Response:
+    slug = request.path_params["slug"]
+    channel = request.path_params["channel"]
+    wave = request.path_params["wave"]
+    if channel not in CHANNELS or wave not in WAVES:
+        return PlainTextResponse("no such link", status_code=404)
+    spec = await run_in_threadpool(_event, request.app.state.settings, slug)
+    if spec is None:
+        return PlainTextResponse("no such event", status_code=404)
+    return RedirectResponse(resolve_short_link(spec, channel, wave), status_code=302)
