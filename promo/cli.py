@@ -28,7 +28,8 @@ db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(db_app, name="db")
 
-console = Console()
+# piped output (CI logs, `| less`) gets room for the outcome tables instead of 80 columns
+console = Console() if sys.stdout.isatty() else Console(width=120)
 err = Console(stderr=True)
 
 OUTCOME_COLUMNS = ("sent", "deferred", "capped", "suppressed", "dropped", "failed", "uncertain")
@@ -63,22 +64,29 @@ def outcome_table(title: str, outcomes: dict[str, dict[str, dict[str, int]]],
 def demo(
     folder: Annotated[Path, typer.Option("--dir", help="where the demo writes its store and outbox")] = Path("demo"),
     contacts: Annotated[int, typer.Option(help="size of the synthetic audience", min=10)] = 1000,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show Prefect's run log")] = False,
 ) -> None:
     """Run a whole campaign on the embedded defaults: synthetic audience, simulated clock."""
+    import os
+
+    if not verbose:  # read when Prefect is first imported, just below
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.campaign import all_outcomes
     from promo.demo import EVENT_SLUG, run_demo
 
     started = time.monotonic()
     console.print(f"[bold]event-promo demo[/]: {contacts} synthetic contacts, event "
                   f"{EVENT_SLUG}, every wave run through the Prefect flows at its time")
-    console.print("starting Prefect (a temporary local server; 10-20 s) ...")
+    console.print("starting Prefect (a temporary local server, 10-20 s), then the waves:")
     result = run_demo(folder, contacts)
     outcomes = all_outcomes(EVENT_SLUG)
     order = {"announce": 0, "last_call": 1, "reminder": 2}
     outcomes = dict(sorted(outcomes.items(), key=lambda kv: order.get(kv[0], 9)))
     console.print(outcome_table("Messages per wave and channel", outcomes))
-    for wave, n in result["registrations"].items():
-        console.print(f"after {wave}: {n} more people registered (they get no more promotion)")
+    console.print("capped: a frequency cap or kept for the reminder; suppressed: no address, no "
+                  "consent, opted out or registered. Ask why for anyone: "
+                  f"promo why CONTACT-ID {EVENT_SLUG}  (with PROMO_DATABASE_URL=sqlite:///"
+                  f"{folder / 'promo.db'})", highlight=False)
     console.print(f"event file: {result['event_file']}")
     console.print(f"outbox:     {folder / 'outbox'}  (.eml for email, JSON lines for the rest)")
     console.print(f"database:   {folder / 'promo.db'}")

@@ -125,11 +125,19 @@ def demo_flow(event_file: str, now: str) -> dict:
     sample_check(spec, {w.name: list(w.spec.channels) for w in plan.active})
     registrations = {}
     for i, w in enumerate(plan.active):
-        wave_flow(spec.slug, w.name, w.send_at.isoformat())
-        _release_deferred(spec.slug, w.name, spec.starts_at)
+        first = wave_flow(spec.slug, w.name, w.send_at.isoformat())
+        later = _release_deferred(spec.slug, w.name, spec.starts_at)
+        sent = sum(r.get("sent", {}).get("sent", 0) for r in [first, *later])
+        held = sum(r.get("sent", {}).get("sent", 0) for r in later)
+        line = (f"  {w.name:<9} {w.send_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}: "
+                f"{sent} sent")
+        if held:
+            line += f" ({held} of them held by quiet hours until the contact's morning)"
         if w.promotional:
             registrations[w.name] = _register_some(
                 spec.slug, w.name, 0.15, seed=i, at=w.send_at + timedelta(hours=12))
+            line += f"; {registrations[w.name]} more people registered after it"
+        print(line, flush=True)
     return {"registrations": registrations}
 
 
