@@ -4,6 +4,7 @@ bounces, spam reports and unsubscribes withdraw email consent; nothing unsigned 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -30,7 +31,7 @@ VECTOR_PAYLOAD = json.dumps([{
 
 
 @pytest.fixture
-def world(store, monkeypatch) -> World:  # noqa: ANN001
+def world(store: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     return make_world(store, monkeypatch)
 
 
@@ -46,7 +47,7 @@ def event(kind: str, n: int, key: str | None = "python-meetup-74/announce/{cid}/
     return e
 
 
-def post(world: World, events: list[dict], headers: dict | None = None):  # noqa: ANN201
+def post(world: World, events: list[dict], headers: dict | None = None):
     for e in events:
         if "promo_key" in e:
             e["promo_key"] = e["promo_key"].format(cid=world.contact_id)
@@ -55,10 +56,11 @@ def post(world: World, events: list[dict], headers: dict | None = None):  # noqa
                              headers=headers or sendgrid_headers(body))
 
 
-def test_the_published_test_vector_validates_and_applies(world: World, monkeypatch) -> None:  # noqa: ANN001
+def test_the_published_test_vector_validates_and_applies(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
     from promo.settings import reset_settings
     from promo.webhooks.app import create_app
-    from starlette.testclient import TestClient
 
     monkeypatch.setenv("PROMO_SENDGRID_WEBHOOK_PUBLIC_KEY", VECTOR_PUBLIC_KEY)
     client = TestClient(create_app(reset_settings()))
@@ -173,10 +175,11 @@ def test_unsigned_or_forged_batches_are_refused_and_change_nothing(world: World,
     assert world.snapshot() == before
 
 
-def test_without_a_verification_key_every_batch_is_refused(world: World, monkeypatch) -> None:  # noqa: ANN001
+def test_without_a_verification_key_every_batch_is_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
     from promo.settings import reset_settings
     from promo.webhooks.app import create_app
-    from starlette.testclient import TestClient
 
     monkeypatch.delenv("PROMO_SENDGRID_WEBHOOK_PUBLIC_KEY")
     client = TestClient(create_app(reset_settings()))

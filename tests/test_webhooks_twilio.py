@@ -3,6 +3,8 @@ happens without a valid X-Twilio-Signature."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import RequestValidator
@@ -26,12 +28,12 @@ CALL_SID = "CA0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
-def world(store, monkeypatch) -> World:  # noqa: ANN001
+def world(store: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     return make_world(store, monkeypatch)
 
 
 def signed_post(world: World, path: str, fields: dict[str, str], *, token: str = TWILIO_TOKEN,
-                signature: str | None = None):  # noqa: ANN201
+                signature: str | None = None):
     """POST as Twilio does: form fields, signed over the public URL it was given."""
     if signature is None:
         signature = RequestValidator(token).compute_signature(PUBLIC_URL + path, fields)

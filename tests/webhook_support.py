@@ -108,6 +108,9 @@ class World:
             row = find_event(s, SLUG)
             spec = event_spec(row)
             rules = wave_rules(spec, plan_campaign(spec, now), "announce", now, self.settings)
+            # consent is what these tests are about: five channels in one wave would
+            # otherwise meet the all-channels cap (4 per 7 days) on the fifth
+            rules.counts_for_caps = False
             recipients = load_recipients(s, row, list(rules.channels), registrants_only=False)
         return {d.channel: (d.status, d.reason)
                 for d in decide_wave(rules, recipients, {}) if d.contact_id == cid}
