@@ -106,3 +106,37 @@ def test_a_stop_through_a_running_uvicorn_behind_a_proxy(world: World) -> None:
         server.should_exit = True
         thread.join(timeout=10)
     assert world.next_wave()["sms"] == ("suppressed", "opted out")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_world(request: pytest.FixtureRequest, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> World:
+    request.getfixturevalue("store" if request.param == "sqlite" else "pg_store")
+    return make_world(tmp_path, monkeypatch)
+
+
+def test_the_same_event_delivered_at_once_from_many_connections_applies_once(
+        any_world: World) -> None:
+    """Providers retry in parallel: the unique dedupe key lets exactly one delivery apply."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from starlette.datastructures import ImmutableMultiDict
+
+    from promo.webhooks.sendgrid import handle_events
+    from promo.webhooks.twilio import handle_inbound
+
+    stop = ImmutableMultiDict({"MessageSid": "SMrace", "From": "+79161234567", "Body": "STOP"})
+    bounce = {"event": "bounce", "type": "bounce", "sg_event_id": "evt-race",
+              "email": "anna@example.org",
+              "promo_key": f"python-meetup-74/announce/{any_world.contact_id}/email"}
+    with ThreadPoolExecutor(8) as pool:
+        sms = list(pool.map(lambda _: handle_inbound(any_world.settings, stop), range(8)))
+        mail = list(pool.map(lambda _: handle_events(any_world.settings, [dict(bounce)])[0],
+                             range(8)))
+    assert sorted(r["outcome"] for r in sms) == ["applied"] + ["duplicate"] * 7
+    assert sorted(r["outcome"] for r in mail) == ["applied"] + ["duplicate"] * 7
+    assert any_world.webhook_events() == 2
+    plan = any_world.next_wave()
+    assert plan["sms"] == ("suppressed", "opted out")
+    assert plan["email"] == ("suppressed", "opted out")
+    assert any_world.message("email").delivery_status == "bounced"

@@ -67,9 +67,12 @@ def record_once(session: Session, provider: str, key: str, raw: Any) -> bool:
     either stored and applied or neither. Two deliveries racing each other serialize on
     the key (SQLite: one writer; PostgreSQL: the second insert waits and then skips).
     """
-    stmt = _insert(session).values(provider=provider, dedupe_key=key, raw=raw, normalized=None)
-    result = session.execute(stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]))
-    return (result.rowcount or 0) == 1
+    stmt = (_insert(session)
+            .values(provider=provider, dedupe_key=key, raw=raw, normalized=None)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(WebhookEvent.id))
+    # RETURNING, not rowcount: psycopg reports no rowcount for this statement
+    return session.execute(stmt).scalar() is not None
 
 
 def set_normalized(session: Session, key: str, normalized: dict[str, Any]) -> None:
