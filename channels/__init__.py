@@ -3,18 +3,114 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
-from channels.base import Channel
+from pydantic import SecretStr
+
+from channels.base import Channel, ConfigurationError, RetryPolicy
 from channels.outbox import OutboxChannel
+from channels.ratelimit import limiter_for
 from promo.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _warned: set[str] = set()
 
+# a credential set to `prefect-secret:<block name>` is read from that Prefect Secret block
+PREFECT_SECRET = "prefect-secret:"
+_SECRET_TTL = 300.0  # seconds a block's value is reused (a rotated secret is picked up after)
+_secrets: dict[str, tuple[float, str]] = {}
+_secrets_lock = threading.Lock()
+
+
+def reveal(value: SecretStr | str | None) -> str | None:
+    """A credential's value: as set, or from the Prefect Secret block it names."""
+    if value is None:
+        return None
+    raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not raw.startswith(PREFECT_SECRET):
+        return raw or None
+    block = raw[len(PREFECT_SECRET):].strip()
+    with _secrets_lock:
+        cached = _secrets.get(block)
+        if cached and time.monotonic() - cached[0] < _SECRET_TTL:
+            return cached[1]
+    from prefect.blocks.system import Secret
+
+    try:
+        secret = str(Secret.load(block).get())
+    except ValueError as exc:  # no such block
+        raise ConfigurationError(f"Prefect Secret block {block!r}: {exc}") from None
+    with _secrets_lock:
+        _secrets[block] = (time.monotonic(), secret)
+    return secret
+
+
+def _ready(channel: Channel, settings: Settings, account: str, rate_key: str) -> Channel:
+    """Attach the shared pace of the provider account, the concurrency and the retries."""
+    channel.limiter = limiter_for(account, settings.rate_limits[rate_key])
+    channel.concurrency = settings.send_concurrency
+    channel.retry = RetryPolicy(total=settings.send_retry_seconds)
+    return channel
+
 
 def live_channel(name: str, settings: Settings) -> Channel | None:
     """The provider adapter for `name` when its credentials are set, else None."""
+    s = settings
+    timeout = s.send_timeout
+    if name == "email" and s.sendgrid_api_key:
+        from channels.sendgrid_email import SendGridEmail
+
+        channel: Channel = SendGridEmail(reveal(s.sendgrid_api_key), sender=s.email_from,
+                                         host=s.sendgrid_host, sandbox=s.sendgrid_sandbox,
+                                         timeout=timeout)
+        return _ready(channel, s, "sendgrid", "sendgrid")
+    twilio = s.twilio_account_sid and s.twilio_auth_token
+    if name == "sms" and twilio and (s.twilio_from or s.twilio_messaging_service_sid):
+        from channels.twilio_sms import TwilioSMS
+
+        channel = TwilioSMS(s.twilio_account_sid, reveal(s.twilio_auth_token),
+                            sender=s.twilio_from,
+                            messaging_service_sid=s.twilio_messaging_service_sid,
+                            base_url=s.twilio_base_url,
+                            status_callback=s.twilio_status_callback_url, timeout=timeout)
+        # Twilio's messaging throughput is per sender (or per Messaging Service)
+        sender = s.twilio_messaging_service_sid or s.twilio_from
+        return _ready(channel, s, f"twilio_sms:{sender}", "twilio_sms")
+    if name == "voice" and twilio and s.twilio_from:
+        from channels.twilio_voice import TwilioVoice
+
+        channel = TwilioVoice(s.twilio_account_sid, reveal(s.twilio_auth_token),
+                              sender=s.twilio_from, base_url=s.twilio_base_url,
+                              status_callback=s.twilio_status_callback_url,
+                              machine_detection=s.twilio_machine_detection, timeout=timeout)
+        return _ready(channel, s, f"twilio_calls:{s.twilio_account_sid}", "twilio_calls")
+    if name == "vk" and s.vk_group_token:
+        from channels.vk import VKMessages
+
+        channel = VKMessages(reveal(s.vk_group_token), api_url=s.vk_api_url, timeout=timeout)
+        return _ready(channel, s, f"vk_group:{s.vk_group_id}", "vk_group")
+    if name == "vk_wall" and s.vk_user_token and s.vk_group_id:
+        from channels.vk import VKWall
+
+        channel = VKWall(reveal(s.vk_user_token), group_id=s.vk_group_id, api_url=s.vk_api_url,
+                         timeout=timeout)
+        return _ready(channel, s, f"vk_user:{s.vk_group_id}", "vk_user")
+    if name in ("telegram", "telegram_channel") and s.telegram_bot_token:
+        from channels.telegram import TelegramChannelPost, TelegramDirect
+
+        token = reveal(s.telegram_bot_token)
+        options = {"base_url": s.telegram_base_url, "timeout": timeout,
+                   "pool": s.send_concurrency}
+        if name == "telegram":
+            channel = TelegramDirect(token, **options)
+        elif s.telegram_channel:
+            channel = TelegramChannelPost(token, channel=s.telegram_channel, **options)
+        else:
+            return None
+        # the bot's overall limit covers its direct messages and its channel posts
+        return _ready(channel, s, f"telegram:{token.split(':')[0]}", "telegram")
     return None
 
 

@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session
 from audiences.segments import ADDRESS_FIELD, channel_block
 from audiences.tokens import unsubscribe_url
 from channels import get_channel
-from channels.base import ChannelError, OutgoingMessage, PermanentError
+from channels.base import (
+    ChannelError,
+    ConfigurationError,
+    OutgoingMessage,
+    PermanentError,
+    SendResult,
+)
 from channels.render import TemplateProblem, context, pick_language, render
 from channels.rules import add_to_history, cap_violation, next_send_time
 from flows.events import EventSpec
@@ -172,36 +178,48 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
     for c in claimed:
         by_channel.setdefault(c.channel, []).append(c)
     results: list[tuple[int, str, str | None, str | None, ChannelError | None]] = []
+    misconfigured: list[ConfigurationError] = []
     for channel_name, items in by_channel.items():
-        channel = get_channel(channel_name, settings, logger)
         outgoing: list[OutgoingMessage] = []
         for c in items:
             try:
                 outgoing.append(_render(c, specs[c.event_id], settings, overrides[c.event_id]))
             except TemplateProblem as exc:
                 results.append((c.message_id, "failed", str(exc), None, None))
-        channel.open()
+        # the channel batches, paces and retries; every message gets a result
         try:
-            for i in range(0, len(outgoing), channel.max_batch):
-                chunk = outgoing[i:i + channel.max_batch]
-                try:
-                    for res in channel.deliver(chunk):
-                        if res.ok:
-                            results.append((res.message_id, "sent", None, res.provider_message_id, None))
-                        else:
-                            results.append((res.message_id, "failed", str(res.error), None, res.error))
-                except ChannelError as exc:
-                    for m in chunk:
-                        results.append((m.id, "failed", str(exc), None, exc))
-        finally:
-            channel.close()
+            channel = get_channel(channel_name, settings, logger)
+            channel.open()
+            try:
+                delivered = channel.deliver(outgoing)
+            finally:
+                channel.close()
+        except ConfigurationError as exc:
+            # nothing more went out on this channel: back to planned, for a run with the
+            # settings fixed; the batch fails loudly below, once everything is recorded
+            misconfigured.append(exc)
+            delivered = list(getattr(exc, "results", []))
+            settled = {r.message_id for r in delivered}
+            results.extend((m.id, "planned", f"not sent: {exc}"[:300], None, None)
+                           for m in outgoing if m.id not in settled)
+        except ChannelError as exc:
+            delivered = [SendResult(m.id, error=exc) for m in outgoing]
+        for res in delivered:
+            if res.ok:
+                results.append((res.message_id, "sent", None, res.provider_message_id, None))
+            else:
+                # the request may have reached the provider: never silently sent again
+                status = "uncertain" if res.error.maybe_sent else "failed"
+                results.append((res.message_id, status, str(res.error)[:300], None, res.error))
     _record(results, settings, claimed)
     for _, status, *_rest in results:
         outcome[status] += 1
+    if misconfigured:
+        raise misconfigured[0]
     return outcome
 
 
-def _record(results, settings: Settings, claimed: list[Claimed]) -> None:  # noqa: ANN001
+def _record(results, settings: Settings, claimed: list[Claimed]) -> None:
     if not results:
         return
     by_id = {c.message_id: c for c in claimed}
@@ -211,7 +229,7 @@ def _record(results, settings: Settings, claimed: list[Claimed]) -> None:  # noq
             values = {"status": status, "reason": reason, "updated_at": stamp}
             if provider_id:
                 values["provider_message_id"] = provider_id
-            if status == "failed":
+            if status in ("failed", "planned"):
                 values["sent_at"] = None  # a failed message does not count for caps
             s.execute(update(Message).where(Message.id == message_id).values(**values))
             c = by_id.get(message_id)

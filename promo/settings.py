@@ -46,6 +46,17 @@ DEFAULT_PRICES = {
     "telegram_channel": 0.0,
 }
 
+# calls per second per provider account (PRODUCT.md); SendGrid publishes no fixed Mail Send
+# figure (its 429 carries X-RateLimit-Reset), and one SMS sender (a long code) takes 1 per second
+DEFAULT_RATE_LIMITS = {
+    "sendgrid": 100.0,
+    "twilio_sms": 1.0,
+    "twilio_calls": 1.0,
+    "vk_group": 20.0,
+    "vk_user": 3.0,
+    "telegram": 30.0,
+}
+
 DEFAULT_QUIET_HOURS = {
     # the window in which a message may be delivered, in the contact's time zone
     "sms": "09:00-21:00",
@@ -158,6 +169,16 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr | None = None
     telegram_channel: str | None = None
     telegram_base_url: str = "https://api.telegram.org/bot"
+    # where Twilio posts SMS and call status (None: no callbacks); answering-machine detection
+    # for calls: "Enable" or "DetectMessageEnd" (None: off)
+    twilio_status_callback_url: str | None = None
+    twilio_machine_detection: str | None = None
+    # sending: each provider account's rate limit (calls per second, shared by the batch tasks
+    # of a process), calls in flight per batch task, one call's timeout, retry time per call
+    rate_limits: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    send_concurrency: int = Field(8, ge=1, le=256)
+    send_timeout: float = Field(10.0, gt=0)
+    send_retry_seconds: float = Field(120.0, ge=0)
 
     @field_validator("caps")
     @classmethod
@@ -167,6 +188,18 @@ class Settings(BaseSettings):
             if name not in (*DIRECT_CHANNELS, "direct"):
                 raise ValueError(f"unknown channel {name!r} (known: {', '.join(DEFAULT_CAPS)})")
             parse_cap(text)
+        return merged
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _check_rate_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        merged = dict(DEFAULT_RATE_LIMITS) | value
+        for name, rate in merged.items():
+            if name not in DEFAULT_RATE_LIMITS:
+                raise ValueError(f"unknown provider account {name!r} "
+                                 f"(known: {', '.join(DEFAULT_RATE_LIMITS)})")
+            if rate <= 0:
+                raise ValueError(f"{name}: a rate limit must be above 0 calls per second")
         return merged
 
     @field_validator("quiet_hours")

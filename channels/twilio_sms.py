@@ -1,0 +1,140 @@
+"""SMS through Twilio Programmable Messaging, with the official `twilio` SDK.
+
+One message per request (Twilio has no batch send); from a sender number or a Messaging
+Service, with an optional status callback URL. The reply's `sid` is the provider message
+id. Error 21610 (the recipient replied STOP) withdraws the contact's SMS consent; 21211
+and 21614 (not a valid, or not a mobile, number) mark the number unreachable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from channels.base import (
+    Channel,
+    ChannelError,
+    ConfigurationError,
+    OutgoingMessage,
+    PermanentError,
+    PerThread,
+    RetryableError,
+    SendResult,
+    retry_hint,
+    transport_error,
+)
+
+PROVIDER = "twilio"
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+# Twilio error codes (https://www.twilio.com/docs/api/errors)
+OPTED_OUT = {21610}  # the recipient replied STOP
+UNREACHABLE = {21211, 21614, 21217}  # invalid 'To', not a mobile number, not reachable
+RATE_LIMITED = {20429, 14107}  # too many requests; SMS rate limit exceeded
+CONFIGURATION = {20003, 20005, 20008, 21212, 21606, 21659, 21701, 21703, 21704}  # auth, sender
+
+
+class _HttpClient(TwilioHttpClient):
+    """Keeps the last reply's headers: TwilioRestException does not carry Retry-After."""
+
+    last_headers: dict[str, str] | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().request(*args, **kwargs)
+        self.last_headers = dict(response.headers or {})
+        return response
+
+
+class TwilioClients:
+    """One SDK client per sending thread (its HTTP client remembers the last reply)."""
+
+    def __init__(self, account_sid: str, auth_token: str, *, base_url: str | None,
+                 timeout: float) -> None:
+        def make() -> Client:
+            client = Client(account_sid, auth_token, http_client=_HttpClient(timeout=timeout))
+            if base_url:
+                client.api.base_url = base_url.rstrip("/")
+            return client
+
+        self._clients = PerThread(make, lambda c: c.http_client.session.close())
+
+    def get(self) -> Client:
+        return self._clients.get()
+
+    def close(self) -> None:
+        self._clients.close()
+
+
+def classify(exc: TwilioRestException, headers: dict[str, str] | None) -> ChannelError | ConfigurationError:
+    """Twilio's error reply, as our error."""
+    message = f"Twilio {exc.status} error {exc.code}: {exc.msg}"
+    code, status = exc.code, exc.status
+    if status == 429 or code in RATE_LIMITED:
+        return RetryableError(message, provider=PROVIDER, status=status, code=code,
+                              retry_after=retry_hint(headers))
+    if status >= 500:
+        return RetryableError(message, provider=PROVIDER, status=status, code=code)
+    if status in (401, 403) or code in CONFIGURATION:
+        return ConfigurationError(message, provider=PROVIDER, status=status, code=code)
+    return PermanentError(message, provider=PROVIDER, status=status, code=code,
+                          opted_out=code in OPTED_OUT, unreachable=code in UNREACHABLE)
+
+
+def call_twilio(clients: TwilioClients, create: Any) -> Any:
+    """Run `create(client)`, turning every failure into our errors."""
+    client = clients.get()
+    try:
+        return create(client)
+    except TwilioRestException as exc:
+        raise classify(exc, client.http_client.last_headers) from None
+    except requests.RequestException as exc:
+        raise transport_error(exc, PROVIDER) from None
+
+
+def check_number(m: OutgoingMessage) -> str:
+    if not m.address or not E164.match(m.address):
+        raise PermanentError(f"{m.address!r} is not an E.164 phone number", provider=PROVIDER,
+                             code=21211, unreachable=True)
+    return m.address
+
+
+class TwilioSMS(Channel):
+    name: ClassVar[str] = "sms"
+    max_batch: ClassVar[int] = 1
+
+    def __init__(self, account_sid: str, auth_token: str, *, sender: str | None = None,
+                 messaging_service_sid: str | None = None, base_url: str | None = None,
+                 status_callback: str | None = None, timeout: float = 10.0) -> None:
+        if not sender and not messaging_service_sid:
+            raise ConfigurationError("sms: set twilio_from or twilio_messaging_service_sid")
+        self.clients = TwilioClients(account_sid, auth_token, base_url=base_url, timeout=timeout)
+        self.sender = sender
+        self.messaging_service_sid = messaging_service_sid
+        self.status_callback = status_callback
+
+    def request(self, m: OutgoingMessage) -> dict[str, Any]:
+        fields: dict[str, Any] = {"to": check_number(m), "body": m.text}
+        if self.messaging_service_sid:  # the service picks the sender from its pool
+            fields["messaging_service_sid"] = self.messaging_service_sid
+        else:
+            fields["from_"] = self.sender
+        if self.status_callback:
+            fields["status_callback"] = self.status_callback
+        return fields
+
+    def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
+        results = []
+        for m in messages:
+            fields = self.request(m)
+            sent = call_twilio(self.clients, lambda c, f=fields: c.messages.create(**f))
+            results.append(SendResult(m.id, sent.sid))
+        return results
+
+    def close(self) -> None:
+        self.clients.close()
