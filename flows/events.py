@@ -68,6 +68,14 @@ DEFAULT_WAVES: dict[str, dict[str, Any]] = {
 }
 
 
+def _configured_waves() -> dict[str, dict[str, Any]]:
+    """The built-in wave defaults with the operator's `waves` setting over them."""
+    from promo.settings import get_settings
+
+    own = get_settings().waves
+    return {name: {**DEFAULT_WAVES[name], **own.get(name, {})} for name in WAVES}
+
+
 class CampaignSpec(BaseModel):
     """The waves of a campaign. A missing wave gets its default; `null` skips it."""
 
@@ -91,14 +99,15 @@ class CampaignSpec(BaseModel):
                 f"(announce, last_call) and a reminder"
             )
         merged: dict[str, Any] = {}
+        configured = _configured_waves()
         for name in WAVES:
             if name not in data:
-                merged[name] = DEFAULT_WAVES[name]
+                merged[name] = configured[name]
             elif data[name] is None:
                 merged[name] = None
             elif isinstance(data[name], dict):
                 wave = dict(data[name])
-                defaults = DEFAULT_WAVES[name]
+                defaults = configured[name]
                 for key in ("days_before", "at", "mode", "channels"):
                     wave.setdefault(key, defaults[key])
                 merged[name] = wave
@@ -155,6 +164,8 @@ class EventSpec(BaseModel):
     texts: dict[Literal["announce", "last_call", "reminder"], dict[Channel, dict[
         Literal["ru", "en"], str | dict[Literal["subject", "txt", "html"], str]]]] | None = None
     campaign: CampaignSpec = Field(default_factory=lambda: CampaignSpec.model_validate({}))
+    # the organizer called the event off: running the campaign again cancels its pending waves
+    cancelled: bool = False
 
     @field_validator("campaign", mode="before")
     @classmethod
@@ -248,6 +259,12 @@ def parse_event(text: str, source: str = "<event>") -> EventSpec:
                     line = lines[loc[:n]]
                     break
             msg = err["msg"].removeprefix("Value error, ")
+            # a campaign-wide rule names its wave and field first: point at that line
+            m = re.match(r"(announce|last_call|reminder)\.(\w+)\b", msg)
+            if m and loc == ("campaign",):
+                loc = ("campaign", m.group(1), m.group(2))
+                field = ".".join(loc)
+                line = lines.get(loc) or lines.get(loc[:2]) or line
             if err["type"] == "missing":
                 msg = "is required"
             elif err["type"] == "extra_forbidden":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import time, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -131,6 +132,9 @@ class Settings(BaseSettings):
     caps: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CAPS))
     quiet_hours: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_QUIET_HOURS))
     reminder_counts_against_caps: bool = True
+    # the waves of an event file that does not set them: per wave any of days_before, at,
+    # channels, mode (e.g. [waves.announce] days_before = 10); the event file overrides these
+    waves: dict[str, dict[str, Any]] = Field(default_factory=dict)
     send_batch_size: int = Field(500, ge=1, le=10_000)
 
     # content checks and the plan's cost estimate (channels/render.py)
@@ -201,6 +205,17 @@ class Settings(BaseSettings):
             if rate <= 0:
                 raise ValueError(f"{name}: a rate limit must be above 0 calls per second")
         return merged
+
+    @field_validator("waves")
+    @classmethod
+    def _check_waves(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, wave in value.items():
+            if name not in ("announce", "last_call", "reminder"):
+                raise ValueError(f"unknown wave {name!r} (announce, last_call, reminder)")
+            unknown = set(wave) - {"days_before", "at", "channels", "mode"}
+            if unknown:
+                raise ValueError(f"waves.{name}: unknown field {sorted(unknown)[0]!r}")
+        return value
 
     @field_validator("quiet_hours")
     @classmethod

@@ -101,3 +101,21 @@ def test_broken_yaml_and_missing_file(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(EventError, match="must be a mapping"):
         load_event(tmp_path / "list.yaml")
+
+
+def test_wave_defaults_come_from_the_settings_and_the_file_overrides_them(monkeypatch):
+    from promo.settings import reset_settings
+
+    monkeypatch.setenv("PROMO_WAVES", '{"announce": {"days_before": 10, "at": "12:30"}, '
+                                      '"last_call": {"channels": ["email", "sms"]}}')
+    reset_settings()
+    try:
+        base = CONTRACT.split("campaign:")[0]
+        waves = parse_event(base).campaign.waves()
+        assert (waves["announce"].days_before, waves["announce"].at) == (10, time(12, 30))
+        assert waves["last_call"].channels == ["email", "sms"] and waves["last_call"].days_before == 3
+        own = parse_event(base + "campaign:\n  announce: {days_before: 7}\n").campaign.announce
+        assert (own.days_before, own.at) == (7, time(12, 30))
+    finally:
+        monkeypatch.delenv("PROMO_WAVES")
+        reset_settings()

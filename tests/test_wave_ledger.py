@@ -105,7 +105,7 @@ def test_sms_only_contact_is_held_until_the_window_opens(store):
     assert rows[(1, "email")] == ("suppressed", "opted out")
     assert outbox_lines(store, "sms") == []
     run(spec.slug, "announce", datetime(2027, 2, 10, 9, 0, tzinfo=MSK))
-    assert ledger(event_id)[(1, "sms")] == ("sent", None)
+    assert ledger(event_id)[(1, "sms")] == ("sent", "held by quiet hours (09:00-21:00)")
     assert [m["to"] for m in outbox_lines(store, "sms")] == ["+79160000001"]
 
 
