@@ -134,7 +134,9 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
                 set_("capped", violation)
                 continue
             add_to_history(history, row.channel, now)
-        set_("sending", None, sent_at=now, attempts=row.attempts + 1)
+        # a message held by quiet hours keeps saying so once it goes
+        held = f"held by {row.reason}" if row.status == "deferred" and row.reason else None
+        set_("sending", held, sent_at=now, attempts=row.attempts + 1)
         claimed.append(Claimed(row.id, row.key, row.channel, row.event_id, row.wave, contact.id,
                                str(address), contact.name, contact.language, contact.timezone))
     return claimed, outcome
@@ -227,6 +229,8 @@ def _record(results, settings: Settings, claimed: list[Claimed]) -> None:
     with session_scope(settings.database_url) as s:
         for message_id, status, reason, provider_id, error in results:
             values = {"status": status, "reason": reason, "updated_at": stamp}
+            if status == "sent" and reason is None:
+                del values["reason"]  # keep "held by quiet hours ..." from the claim
             if provider_id:
                 values["provider_message_id"] = provider_id
             if status in ("failed", "planned"):
