@@ -133,8 +133,8 @@ class CampaignSpec(BaseModel):
                     f"{name}.days_before is {wave.days_before}: promotion starts no earlier "
                     f"than {MAX_DAYS_BEFORE} days before the event"
                 )
-        if self.announce and self.last_call:
-            if self.announce.days_before < self.last_call.days_before:
+        if (self.announce and self.last_call
+                and self.announce.days_before < self.last_call.days_before):
                 raise ValueError("announce must come before last_call (more days_before)")
         return self
 

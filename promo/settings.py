@@ -214,7 +214,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown wave {name!r} (announce, last_call, reminder)")
             unknown = set(wave) - {"days_before", "at", "channels", "mode"}
             if unknown:
-                raise ValueError(f"waves.{name}: unknown field {sorted(unknown)[0]!r}")
+                raise ValueError(f"waves.{name}: unknown field {min(unknown)!r}")
         return value
 
     @field_validator("quiet_hours")

@@ -179,7 +179,7 @@ def test_bad_input_is_one_clear_line_not_a_traceback(store, args, message):
 
     (store / "e.yaml").write_text("slug: x\n")
     proc = subprocess.run([sys.executable, "-m", "promo.cli", *args], capture_output=True,
-                          text=True, cwd=store)
+                          text=True, cwd=store, check=False)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
