@@ -40,6 +40,10 @@ def _naive_utc(t: datetime | None) -> datetime | None:
     return None if t is None else t.astimezone(UTC).replace(tzinfo=None)
 
 
+def _sqlite_time(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 def record_decisions(
     session: Session,
     event: Event,
@@ -55,9 +59,13 @@ def record_decisions(
     the driver's executemany (times as naive UTC, as UTCDateTime stores them), several
     times faster than ORM-level inserts.
     """
-    now = _naive_utc(utcnow())
     conn = session.connection()
-    style = "%s" if conn.dialect.name == "postgresql" else "?"
+    postgres = conn.dialect.name == "postgresql"
+    # SQLite keeps times as text: write them the way SQLAlchemy does (always with
+    # microseconds), or text comparisons in queries would misorder equal instants
+    when = _naive_utc if postgres else _sqlite_time
+    now = when(utcnow())
+    style = "%s" if postgres else "?"
     sql = _INSERT_DECISION.format(p=", ".join([style] * 12))
     slug, event_id = event.slug, event.id
     rows: list[tuple] = []
@@ -65,7 +73,7 @@ def record_decisions(
         cid = d.contact_id
         rows.append((
             f"{slug}/{wave}/{cid if cid is not None else 'broadcast'}/{d.channel}",
-            event_id, wave, cid, d.channel, d.status, d.reason, _naive_utc(d.send_at), now,
+            event_id, wave, cid, d.channel, d.status, d.reason, when(d.send_at), now,
             counts_for_caps and cid is not None, 0, now,
         ))
         if len(rows) >= chunk:
