@@ -45,7 +45,7 @@ def channel_block(
     return None
 
 
-def _segment_filter(event: Event):  # noqa: ANN202
+def _segment_filter(event: Event):
     follows = select(ContactTopic.contact_id).where(ContactTopic.topic == event.topic)
     attended = (
         select(Registration.contact_id)
@@ -56,7 +56,7 @@ def _segment_filter(event: Event):  # noqa: ANN202
     return or_(Contact.id.in_(follows), Contact.id.in_(attended), Contact.id.in_(registered))
 
 
-def _standing_sql():  # noqa: ANN202
+def _standing_sql():
     """`channel_block` for one consent row, in SQL (no address is checked in Python).
 
     The same rule as `channel_block`, computed by the database so that a wave of a million
@@ -73,7 +73,7 @@ def _standing_sql():  # noqa: ANN202
     )
 
 
-def _standings(session: Session, where, channels: list[str]):  # noqa: ANN001, ANN202
+def _standings(session: Session, where, channels: list[str]):
     """(contact id, time zone, {channel: why not, or None}) for the contacts `where` selects."""
     direct = [c for c in channels if c in ADDRESS_FIELD]
     has = {
