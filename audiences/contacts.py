@@ -12,6 +12,7 @@ opt-out's time forwards, so an older consent can never undo a newer opt-out.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -155,7 +156,7 @@ def normalize_language(text: str) -> str:
     m = _LANGUAGE.match(text.strip())
     if m is None:
         raise AddressError(f"{text!r} is not a language code like ru or en")
-    return m.group(1).lower()
+    return sys.intern(m.group(1).lower())  # a few values over many rows: share them
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -170,14 +171,14 @@ def check_topic(text: str) -> str:
         raise AddressError(f"{value[:20]!r}...: a topic is at most {MAX_TOPIC} characters")
     if _CONTROL.search(value):
         raise AddressError(f"{value!r} contains control characters")
-    return value
+    return sys.intern(value)
 
 
 def check_channel(text: str) -> str:
     value = text.strip().lower()
     if value not in CHANNELS:
         raise AddressError(f"{text!r} is not a channel ({', '.join(CHANNELS)})")
-    return value
+    return CHANNELS[CHANNELS.index(value)]
 
 
 def address_for(channel: str) -> str:

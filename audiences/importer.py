@@ -44,7 +44,7 @@ from audiences.contacts import (
     normalize_telegram_chat_id,
     normalize_vk_id,
 )
-from audiences.privacy import forgotten_at
+from audiences.privacy import forgotten_at, tombstone_key
 from promo.db.models import Consent, Contact, ContactTopic, Event, Registration
 from promo.errors import UserError
 from promo.settings import get_settings
@@ -578,6 +578,9 @@ def read_rows(path: Path, *, layout_name: str | None, encoding: str | None, regi
 # -- matching and merging ----------------------------------------------------------------------
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 class Person:
     """One contact the file speaks about: a stored one (with what is stored) or a new one."""
 
@@ -608,11 +611,13 @@ class Person:
         self.email = self.phone = self.vk_id = self.telegram_chat_id = None
         self.opted_out_at: datetime | None = None
         self.stored: tuple | None = None  # the stored field values, to tell what changed
-        self.topics: set[str] = set()
-        self.new_topics: set[str] = set()
-        self.consents: dict[str, ConsentState] = {}
-        self.stored_channels: set[str] = set()  # channels with a stored consent row
-        self.changed_consents: set[str] = set()
+        # containers are made when first needed: a 100,000-row file holds 100,000 of these
+        # (lists, not sets: a person has a handful of topics, and a set costs 216 bytes)
+        self.topics: list[str] | None = None
+        self.new_topics: list[str] | None = None
+        self.consents: dict[str, ConsentState] | None = None
+        self.stored_channels: frozenset[str] = _NONE  # channels with a stored consent row
+        self.changed_consents: list[str] | None = None
         self.registration: list | None = None  # [registered_at, attended, line]
 
     FIELDS = ("name", "language", "timezone", "email", "phone", "vk_id", "telegram_chat_id")
@@ -623,14 +628,39 @@ class Person:
     def label(self) -> str:
         return f"contact {self.id}" if self.id is not None else f"line {self.line}"
 
+    def add_topic(self, topic: str) -> None:
+        if self.topics is None:
+            self.topics = []
+        if topic not in self.topics:
+            self.topics.append(topic)
+            if self.new_topics is None:
+                self.new_topics = []
+            self.new_topics.append(topic)
+
+    def consent_state(self, channel: str) -> ConsentState | None:
+        return self.consents.get(channel) if self.consents is not None else None
+
+    def set_consent(self, channel: str, state: ConsentState, *, changed: bool) -> None:
+        if self.consents is None:
+            self.consents = {}
+        self.consents[channel] = state
+        if changed:
+            if self.changed_consents is None:
+                self.changed_consents = []
+            if channel not in self.changed_consents:
+                self.changed_consents.append(channel)
+
 
 def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
 
 
-def _load_stored(session: Session, rows: list[Row]) -> dict[tuple[str, object], Person]:
-    """The stored contacts any row's address names, indexed by (kind, address)."""
+Index = dict[str, dict[object, Person]]  # address kind -> address -> person
+
+
+def _load_stored(session: Session, rows: list[Row]) -> Index:
+    """The stored contacts any row's address names, indexed by address."""
     wanted: dict[str, set] = {k: set() for k in ADDRESS_KINDS}
     for r in rows:
         for k in ADDRESS_KINDS:
@@ -656,18 +686,23 @@ def _load_stored(session: Session, rows: list[Row]) -> dict[tuple[str, object], 
     for part in _chunks(ids):
         for cid, topic in session.execute(select(ContactTopic.contact_id, ContactTopic.topic)
                                           .where(ContactTopic.contact_id.in_(part))):
-            people[cid].topics.add(topic)
-        for c in session.scalars(select(Consent).where(Consent.contact_id.in_(part))):
-            people[c.contact_id].consents[c.channel] = ConsentState(
-                c.granted_at, c.granted_source, c.withdrawn_at, c.withdrawn_source)
-            people[c.contact_id].stored_channels.add(c.channel)
-    session.expunge_all()
-    index: dict[tuple[str, object], Person] = {}
+            person = people[cid]
+            if person.topics is None:
+                person.topics = []
+            person.topics.append(topic)
+        for cid, channel, *state in session.execute(
+                select(Consent.contact_id, Consent.channel, Consent.granted_at,
+                       Consent.granted_source, Consent.withdrawn_at, Consent.withdrawn_source)
+                .where(Consent.contact_id.in_(part))):
+            people[cid].set_consent(channel, ConsentState(*state), changed=False)
+    index: Index = {k: {} for k in ADDRESS_KINDS}
     for p in people.values():
+        if p.consents:
+            p.stored_channels = frozenset(p.consents)
         for k in ADDRESS_KINDS:
             v = getattr(p, k)
             if v is not None:
-                index[(k, v)] = p
+                index[k][v] = p
     return index
 
 
@@ -688,17 +723,20 @@ def _match(session: Session, path: Path, rows: list[Row], report: ImportReport,
            opts: ImportOptions, now: datetime) -> list[Person]:
     """Resolve every row to a person (stored, or new in this file) and merge it in."""
     index = _load_stored(session, rows)
-    tombs = forgotten_at(session, [(k, getattr(r, k)) for r in rows for k in ADDRESS_KINDS
-                                   if getattr(r, k) is not None])
+    tombs = {}
+    if tombstone_key(session, create=False) is not None:  # anyone forgotten here at all?
+        tombs = forgotten_at(session, [(k, getattr(r, k)) for r in rows for k in ADDRESS_KINDS
+                                       if getattr(r, k) is not None])
     people: list[Person] = []
     seen: set[int] = set()  # ids of Person objects already in `people`
     for r in rows:
         found: dict[int, tuple[Person, str]] = {}
         for k in ADDRESS_KINDS:
             v = getattr(r, k)
-            if v is not None and (k, v) in index:
-                p = index[(k, v)]
-                found.setdefault(id(p), (p, k))
+            if v is not None:
+                p = index[k].get(v)
+                if p is not None:
+                    found.setdefault(id(p), (p, k))
         if len(found) > 1:
             said = "; ".join(f"{k} matches {p.label()}" for p, k in found.values())
             report.problems.append(Problem(
@@ -738,7 +776,7 @@ def _match(session: Session, path: Path, rows: list[Row], report: ImportReport,
     return people
 
 
-def _merge(person: Person, r: Row, index: dict, report: ImportReport) -> None:
+def _merge(person: Person, r: Row, index: Index, report: ImportReport) -> None:
     """Fill in what the person lacks; a stored address is never replaced by an import."""
     for f in Person.FIELDS:
         v = getattr(r, f)
@@ -748,14 +786,12 @@ def _merge(person: Person, r: Row, index: dict, report: ImportReport) -> None:
         if current is None:
             setattr(person, f, v)
             if f in ADDRESS_KINDS:
-                index[(f, v)] = person
+                index[f][v] = person
         elif current != v and f in ADDRESS_KINDS:
             report.notes.append(Problem(
                 r.line, f, f"{v} differs from {current} of {person.label()}; kept {current}"))
     for t in r.topics:
-        if t not in person.topics:
-            person.topics.add(t)
-            person.new_topics.add(t)
+        person.add_topic(t)
 
 
 def _grant(person: Person, r: Row, path: Path, opts: ImportOptions, report: ImportReport,
@@ -764,11 +800,9 @@ def _grant(person: Person, r: Row, path: Path, opts: ImportOptions, report: Impo
     wanted += [(c, _source(path, how="import (--consent)")) for c in opts.consent
                if getattr(person, address_for(c)) is not None and c not in r.consents]
     for topic in opts.topics:
-        if topic not in person.topics:
-            person.topics.add(topic)
-            person.new_topics.add(topic)
+        person.add_topic(topic)
     for channel, source in wanted:
-        state = person.consents.get(channel)
+        state = person.consent_state(channel)
         at = r.consent_at or now
         new = granted_after(state, person.opted_out_at, at, undated=r.consent_at is None)
         if new is None:
@@ -776,9 +810,8 @@ def _grant(person: Person, r: Row, path: Path, opts: ImportOptions, report: Impo
                     state.withdrawn_at is not None and state.withdrawn_at >= state.granted_at):
                 report.opt_outs_kept += 1
             continue
-        person.consents[channel] = replace(state or ConsentState(), granted_at=new,
-                                           granted_source=source)
-        person.changed_consents.add(channel)
+        person.set_consent(channel, replace(state or ConsentState(), granted_at=new,
+                                            granted_source=source), changed=True)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -790,30 +823,39 @@ def _write(session: Session, people: list[Person], event: Event | None, path: Pa
     new = [p for p in people if p.id is None]
     if progress and new:
         progress(f"writing {len(new):,} new contacts")
+    contacts = Contact.__table__
     for part in _chunks(new):
-        ids = session.scalars(
-            insert(Contact).returning(Contact.id, sort_by_parameter_order=True),
-            [{**dict(zip(Person.FIELDS, p.values(), strict=True)), "created_at": now,
-              "updated_at": now} for p in part]).all()
-        for p, cid in zip(part, ids, strict=True):
-            p.id = cid
+        # plain executemany, then the ids read back by address: INSERT ... RETURNING in
+        # parameter order makes SQLAlchemy run one statement per row on SQLite
+        session.execute(insert(contacts), [
+            {**dict(zip(Person.FIELDS, p.values(), strict=True)), "created_at": now,
+             "updated_at": now} for p in part])
+        by_kind: dict[str, dict[object, Person]] = {}
+        for p in part:
+            kind = next(k for k in ADDRESS_KINDS if getattr(p, k) is not None)
+            by_kind.setdefault(kind, {})[getattr(p, kind)] = p
+        for kind, wanted in by_kind.items():
+            column = contacts.c[kind]
+            for cid, value in session.execute(
+                    select(contacts.c.id, column).where(column.in_(list(wanted)))):
+                wanted[value].id = cid
     changed = [p for p in people if p.stored is not None and p.values() != p.stored]
     for part in _chunks(changed):
         session.execute(update(Contact), [
             {"id": p.id, **dict(zip(Person.FIELDS, p.values(), strict=True)), "updated_at": now}
             for p in part])
-    topics = [{"contact_id": p.id, "topic": t} for p in people for t in sorted(p.new_topics)]
+    topics = [{"contact_id": p.id, "topic": t} for p in people for t in p.new_topics or ()]
     for part in _chunks(topics):
-        session.execute(insert(ContactTopic), part)
+        session.execute(insert(ContactTopic.__table__), part)
     fresh, stale = [], []
     for p in people:
-        for channel in sorted(p.changed_consents):
+        for channel in sorted(p.changed_consents or ()):
             s = p.consents[channel]
             row = {"contact_id": p.id, "channel": channel, "granted_at": s.granted_at,
                    "granted_source": s.granted_source}
             (stale if channel in p.stored_channels else fresh).append(row)
     for part in _chunks(fresh):
-        session.execute(insert(Consent), part)
+        session.execute(insert(Consent.__table__), part)
     for part in _chunks(stale):
         session.execute(update(Consent), part)
     if event is not None:
@@ -909,6 +951,7 @@ def run_import(session: Session, path: Path, *, event: Event | None = None,
     if progress:
         progress(f"matching {len(rows):,} rows with the store")
     people = _match(session, path, rows, report, opts, now)
+    del rows  # the people hold what is needed from them
     report.problems.sort(key=lambda p: p.line)
     report.notes.sort(key=lambda p: p.line)
     if report.problems and not skip_invalid:
@@ -920,7 +963,7 @@ def run_import(session: Session, path: Path, *, event: Event | None = None,
             report.merged += 1
         else:
             report.unchanged += 1
-        report.consents_granted += len(p.changed_consents)
+        report.consents_granted += len(p.changed_consents or ())
     if dry_run:
         if event is not None:
             _registrations(session, people, event, path, report.format, report, write=False)
