@@ -16,6 +16,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from audiences.segments import load_recipients
+from channels.render import LANGUAGES, content_estimate
 from flows.decide import Decision, decide_wave, summarize
 from flows.events import EventSpec
 from flows.ledger import decided_contacts, load_histories, wave_outcomes
@@ -45,12 +46,36 @@ def _merge(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[s
     return out
 
 
+def _content(spec: EventSpec, wave: str, channels: list[str], outcomes: dict[str, dict[str, int]],
+             settings: Settings, override: str | None) -> tuple[dict[str, Any], float]:
+    """Per channel: the sample message's segments and price in each language, and the
+    wave's estimated cost (messages that go, priced in the event's language)."""
+    content: dict[str, Any] = {}
+    total = 0.0
+    for channel in channels:
+        per_lang = {lang: content_estimate(spec, wave, channel, lang, override, settings)
+                    for lang in LANGUAGES}
+        main = per_lang.get(spec.language) or next(iter(per_lang.values()))
+        row = outcomes.get(channel, {})
+        going = sum(row.get(k, 0) for k in ("planned", "deferred", "sending", "sent",
+                                             "delivered", "uncertain"))
+        cost = round(going * main["cost_per_message"], 4)
+        total += cost
+        content[channel] = {
+            "segments": {lang: e["segments"] for lang, e in per_lang.items()},
+            "cost_per_message": {lang: e["cost_per_message"] for lang, e in per_lang.items()},
+            "estimated_cost": cost,
+        }
+    return content, round(total, 4)
+
+
 def preview_campaign(session: Session, spec: EventSpec, now: datetime,
-                     settings: Settings) -> dict[str, Any]:
+                     settings: Settings, override: str | None = None) -> dict[str, Any]:
     """The campaign plan as data: per wave, when, channels, mode, and outcome counts.
 
     `waves[].outcomes[channel][outcome]` counts the ledger's decisions for the wave plus
-    the predicted ones for everyone not decided yet.
+    the predicted ones for everyone not decided yet; `waves[].content[channel]` has the
+    SMS segments and price of the sample message and the wave's estimated cost.
     """
     plan = plan_campaign(spec, now)
     row = _event_row(session, spec)
@@ -85,6 +110,9 @@ def preview_campaign(session: Session, spec: EventSpec, now: datetime,
             entry["outcomes"] = _merge(recorded, summarize(decisions))
             entry["audience"] = len(recipients) + len(exclude)
             entry["predicted"] = not recorded
+            entry["content"], entry["estimated_cost"] = _content(
+                spec, w.name, list(w.spec.channels), entry["outcomes"], settings, override)
+            entry["currency"] = settings.currency
         waves.append(entry)
     return {"event": spec.slug, "title": spec.title, "starts_at": spec.starts_at.isoformat(),
             "now": now.isoformat(), "waves": waves}

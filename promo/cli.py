@@ -147,10 +147,17 @@ def plan(
     from promo.db import session_scope
     from promo.settings import get_settings
 
+    from channels.render import override_folder, sample_check
+    from flows.plan import plan_campaign
+
     clock = parse_time(now) or datetime.now(UTC)
     spec = load_event(event_file)
+    override = override_folder(spec, event_file)
+    plan_ = plan_campaign(spec, clock)
+    # every template the campaign will use, checked before anything else is shown
+    sample_check(spec, {w.name: list(w.spec.channels) for w in plan_.active}, override)
     with session_scope() as s:
-        data = preview_campaign(s, spec, clock, get_settings())
+        data = preview_campaign(s, spec, clock, get_settings(), override)
         s.rollback()  # a preview changes nothing
     if as_json:
         print_json(data)
@@ -169,9 +176,17 @@ def plan(
         table.add_column("channel")
         for c in used:
             table.add_column(c, justify="right")
+        table.add_column("SMS segments ru/en", justify="right")
+        table.add_column(f"cost, {w['currency']}", justify="right")
         for channel, row in w["outcomes"].items():
-            table.add_row(channel, *(str(row.get(c, 0)) for c in used))
+            content = w["content"].get(channel)
+            segments = ("/".join(str(n) for n in content["segments"].values())
+                        if content and channel == "sms" else "")
+            cost = f"{content['estimated_cost']:.2f}" if content else ""
+            table.add_row(channel, *(str(row.get(c, 0)) for c in used), segments, cost)
         console.print(table)
+        console.print(f"estimated cost of the wave: {w['estimated_cost']:.2f} {w['currency']} "
+                      f"(prices: the `prices` setting)", highlight=False)
 
 
 @app.command()

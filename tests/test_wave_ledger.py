@@ -195,3 +195,28 @@ def test_the_same_wave_on_postgresql(pg_store, tmp_path):
     assert rows[(4, "sms")] == ("suppressed", "registered")
     assert rows[(5, "email")] == ("sent", None)
     assert len(list((tmp_path / "outbox" / "email").glob("*.eml"))) == 4
+
+
+def test_plan_shows_the_counters_segments_and_costs(store, monkeypatch):
+    from channels.render import render, sample_context
+    from channels.sms_segments import segments
+    from promo.settings import reset_settings
+
+    monkeypatch.setenv("PROMO_PRICES", '{"sms": 0.04, "email": 0.002}')
+    reset_settings()
+    path, spec, _ = seed(store)
+    result = CliRunner().invoke(app, ["plan", str(path), "--now", "2027-02-01T12:00:00+03:00",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    announce = json.loads(result.output)["waves"][0]
+    settings = get_settings()
+    for lang in ("ru", "en"):
+        text = render(spec, "announce", "sms", lang,
+                      sample_context(spec, "announce", "sms", lang, settings), None, settings).text
+        assert announce["content"]["sms"]["segments"][lang] == segments(text)
+    ru_sms = announce["content"]["sms"]["segments"]["ru"]
+    assert announce["content"]["sms"]["cost_per_message"]["ru"] == pytest.approx(0.04 * ru_sms)
+    # four emails planned at 0.002, no SMS (email carries the wave for everyone reachable)
+    assert announce["content"]["email"]["estimated_cost"] == pytest.approx(4 * 0.002)
+    assert announce["estimated_cost"] == pytest.approx(4 * 0.002)
+    reset_settings()
