@@ -262,3 +262,14 @@ def test_cli_prints_every_problem_and_exits_2_without_a_traceback(
     out = capsys.readouterr()
     assert "new contacts: 3" in out.out
     assert count() == 3
+
+
+@pytest.mark.postgres
+def test_the_same_imports_on_postgresql(pg_store: str) -> None:
+    imp(DATA / "contacts_meetup_cp1251.csv")
+    report = imp(DATA / "contacts_vk_bom.csv")
+    assert (report.new, report.merged, report.unchanged) == (1, 1, 1)
+    assert contacts()["ivan.ivanov@example.ru"].vk_id == 777001
+    with pytest.raises(ImportRefused):
+        imp(DATA / "contacts_bad_rows.csv")
+    assert count() == 5
