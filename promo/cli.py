@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -96,8 +96,8 @@ def demo(
 @app.command()
 def run(
     event_file: Annotated[Path, typer.Argument(help="the event YAML")],
-    wave: Annotated[Optional[str], typer.Option(help="run only this wave (announce, last_call, reminder)")] = None,
-    now: Annotated[Optional[str], typer.Option(help="the clock, ISO 8601 with offset (testing, replays)")] = None,
+    wave: Annotated[str | None, typer.Option(help="run only this wave (announce, last_call, reminder)")] = None,
+    now: Annotated[str | None, typer.Option(help="the clock, ISO 8601 with offset (testing, replays)")] = None,
 ) -> None:
     """Run a campaign (the waves due now) or one wave, through the Prefect flows."""
     from flows.campaign import all_outcomes, campaign_flow, wave_flow
@@ -138,17 +138,16 @@ PLAN_COLUMNS = ("planned", "deferred", "sent", "delivered", "capped", "suppresse
 @app.command()
 def plan(
     event_file: Annotated[Path, typer.Argument(help="the event YAML")],
-    now: Annotated[Optional[str], typer.Option(help="the clock, ISO 8601 with offset")] = None,
+    now: Annotated[str | None, typer.Option(help="the clock, ISO 8601 with offset")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Preview the campaign without sending: per wave, when, channels and outcome counts."""
+    from channels.render import override_folder, sample_check
     from flows.events import load_event
+    from flows.plan import plan_campaign
     from flows.preview import preview_campaign
     from promo.db import session_scope
     from promo.settings import get_settings
-
-    from channels.render import override_folder, sample_check
-    from flows.plan import plan_campaign
 
     clock = parse_time(now) or datetime.now(UTC)
     spec = load_event(event_file)
@@ -193,7 +192,7 @@ def plan(
 def why(
     contact: Annotated[str, typer.Argument(help="contact id, email or phone")],
     event: Annotated[str, typer.Argument(help="event slug (stored) or event YAML file")],
-    now: Annotated[Optional[str], typer.Option(help="the clock, ISO 8601 with offset")] = None,
+    now: Annotated[str | None, typer.Option(help="the clock, ISO 8601 with offset")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Explain, for one person, every decision for an event with its reason."""
@@ -266,13 +265,15 @@ def db_upgrade() -> None:
 
 # Command groups defined next to the code they drive; each registers itself on `app`.
 # (one import per line: contacts/registrations, preview, webhooks, ...)
-from audiences.cli import contacts_app, registrations_app  # noqa: E402
+from audiences.cli import contacts_app, registrations_app
 
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(registrations_app, name="registrations")
-from promo.webhooks.cli import telegram_app, webhooks_app  # noqa: E402
+from promo.webhooks.cli import telegram_app, webhooks_app
+
 app.add_typer(webhooks_app, name="webhooks"); app.add_typer(telegram_app, name="telegram")
-from channels.preview import preview  # noqa: E402
+from channels.preview import preview
+
 app.command("preview")(preview)
 
 
