@@ -163,8 +163,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_topic(text: str) -> str:
-    """An event line as events name it in their `topic:` (kept as written, spaces trimmed)."""
-    value = text.strip()
+    """An event line as events name it in their `topic:`: trimmed and lower-cased, like
+    the event's, so that "Python" in a file and `topic: python` match."""
+    value = text.strip().lower()
     if not value:
         raise AddressError("an empty topic")
     if len(value) > MAX_TOPIC:

@@ -172,6 +172,12 @@ class EventSpec(BaseModel):
     def _null_campaign(cls, value: Any) -> Any:
         return {} if value is None else value
 
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        # topics match contacts' topics, which imports store lower-cased
+        return value.strip().lower()
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
