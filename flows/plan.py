@@ -16,6 +16,10 @@ from promo.errors import PlanError
 LATE_WAVE_MIN_GAP = timedelta(days=2)
 # ... and the last promotional wave is still sent late when the event is at least this far away.
 LATE_LAST_WAVE_MIN_LEAD = timedelta(hours=12)
+# A wave whose run starts this soon after its time is on time, not late: a scheduled wave
+# run starts a moment after its time (a worker's poll, a process start), and the late rules
+# above would drop it whenever the next wave is less than LATE_WAVE_MIN_GAP away.
+ON_TIME_GRACE = timedelta(minutes=5)
 
 
 @dataclass
@@ -95,7 +99,7 @@ def plan_campaign(event: EventSpec, now: datetime) -> CampaignPlan:
     promo_times = {n: event.wave_time(waves[n]) for n in waves if n in PROMOTIONAL_WAVES}
     for name, spec in waves.items():
         at = event.wave_time(spec)
-        if at >= now:
+        if at >= now - ON_TIME_GRACE:
             plan.waves.append(WavePlan(name, spec, at, at, "scheduled"))
             continue
         missed = f"its time {at.astimezone(event.zone):%Y-%m-%d %H:%M} has passed"
