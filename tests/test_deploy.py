@@ -1,0 +1,352 @@
+"""event-promo deployed as the README says, against a real Prefect server and process worker.
+
+Starts `prefect server start` on 127.0.0.1 with a temporary PREFECT_HOME, creates the process
+work pool, runs `prefect deploy --all` from the checkout and `prefect worker start`, then runs
+the campaign deployment for an event five minutes ahead whose two promotional waves go
+seconds apart (`days_before: 0` and an `at` with seconds: the product's own rules, nothing
+relaxed). Checked from the API: the waves are scheduled runs of wave/wave at their times; a
+changed time reschedules the pending run; they run and complete and publish their
+artifacts; running the campaign again adds no run; a cancelled event cancels its runs; no
+full address reaches an artifact or a log line. Everything started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import func, select
+
+from tests.helpers import EVENT_TEMPLATE
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).parent / "prefect")
+POOL = "event-promo"
+SLUG = "deploy-test"
+FULL_EMAIL = re.compile(r"guest\d+@example\.org")
+FULL_PHONE = re.compile(r"\+7916\d{7}")
+MASKED = re.compile(r"g\*\*\*@example\.org|id \*\*\*\d\d")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    api_url: str
+    env: dict[str, str]
+    folder: Path
+    logs: dict[str, Path]
+
+    def tail(self) -> str:
+        return "\n".join(f"--- {name} ---\n" + p.read_text(errors="replace")[-4000:]
+                         for name, p in self.logs.items() if p.exists())
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
+    # a session of its own: stopping it stops the flow-run processes a worker started, too
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+def _zone_at_midday(now: datetime) -> str:
+    """A time zone where it is about noon now, so that `days_before: 0` waves a few
+    minutes ahead stay on the event's own date whenever the test runs."""
+    offset = (12 - now.hour) % 24
+    if offset > 12:
+        offset -= 24
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """Prefect server + deployments + a process worker, with a SQLite store they share."""
+    from promo.db import dispose_engines
+    from promo.settings import reset_settings
+
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    (tmp_path / "promo.toml").write_text("", encoding="utf-8")  # no developer's settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROMO_"))}
+    env.update({
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PROMO_CONFIG": str(tmp_path / "promo.toml"),
+        "PROMO_DATABASE_URL": f"sqlite:///{tmp_path / 'promo.db'}",
+        "PROMO_OUTBOX_DIR": str(tmp_path / "outbox"),
+        # the checkout pull step reads $PWD at deploy time, as in a shell in the project
+        "PWD": str(REPO),
+    })
+    for name in ("PROMO_CONFIG", "PROMO_DATABASE_URL", "PROMO_OUTBOX_DIR"):
+        monkeypatch.setenv(name, env[name])
+    dispose_engines()
+    reset_settings()
+    logs = {name: tmp_path / f"{name}.log" for name in ("server", "deploy", "worker")}
+    st = Stack(api_url, env, tmp_path, logs)
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(_start([PREFECT, "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env, logs["server"], tmp_path))
+        _wait(lambda: _healthy(api_url), 120, "the Prefect server to start", st)
+        for cmd in (["work-pool", "create", POOL, "--type", "process"], ["deploy", "--all"]):
+            out = subprocess.run([PREFECT, *cmd], env=env, cwd=REPO, capture_output=True,
+                                 text=True, timeout=180, check=False)
+            logs["deploy"].open("a").write(out.stdout + out.stderr)
+            assert out.returncode == 0, f"prefect {' '.join(cmd)} failed:\n{st.tail()}"
+        procs.append(_start([PREFECT, "worker", "start", "--pool", POOL], env, logs["worker"],
+                            tmp_path))
+        yield st
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        dispose_engines()
+        reset_settings()
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait(check: Callable[[], Any], seconds: float, what: str, st: Stack) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}\n{st.tail()}")
+
+
+def _seed_contacts(n: int) -> None:
+    from audiences import synthetic
+    from promo.db import session_scope
+
+    with session_scope() as s:
+        synthetic.store(s, list(synthetic.generate(n)),
+                        granted_at=datetime.now(UTC) - timedelta(days=400))
+
+
+def write_event(folder: Path, slug: str, starts_at: datetime, zone: str, announce: datetime,
+                last_call: datetime, cancelled: bool = False) -> Path:
+    """The event file: both promotional waves on the day of the event, at times to the second."""
+    def at(t: datetime) -> str:
+        return t.astimezone(ZoneInfo(zone)).strftime("%H:%M:%S")
+
+    text = EVENT_TEMPLATE.format(slug=slug, starts_at=starts_at.isoformat()).replace(
+        "timezone: Europe/Moscow", f"timezone: {zone}")
+    path = folder / f"{slug}.yaml"
+    path.write_text(
+        text
+        + f"cancelled: {'true' if cancelled else 'false'}\n"
+        + "campaign:\n"
+        + f"  announce: {{days_before: 0, at: \"{at(announce)}\", "
+        + "channels: [email, vk, telegram, vk_wall]}\n"
+        + f"  last_call: {{days_before: 0, at: \"{at(last_call)}\", channels: [email, telegram]}}\n"
+        + "  reminder: null\n", encoding="utf-8")
+    return path
+
+
+def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterId,
+        FlowRunFilterTags,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from promo.db import session_scope
+    from promo.db.models import Event, Message, WaveRun
+
+    _seed_contacts(60)
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    zone = _zone_at_midday(t0)
+    starts_at = (t0 + timedelta(minutes=5)).astimezone(ZoneInfo(zone))
+    announce_at, last_call_at = t0 + timedelta(seconds=50), t0 + timedelta(minutes=4)
+    event = write_event(stack.folder, SLUG, starts_at, zone, announce_at, last_call_at)
+    doomed = write_event(stack.folder, "deploy-test-cancelled", starts_at, zone,
+                         t0 + timedelta(minutes=3), last_call_at)
+
+    with temporary_settings({PREFECT_API_URL: stack.api_url}), \
+            get_client(sync_client=True) as client:
+
+        def run_campaign(path: Path) -> Any:
+            return _run("campaign/campaign", {"event_file": str(path)}, client, stack)
+
+        def runs_of(slug: str) -> dict[str, list[Any]]:
+            found = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[f"event:{slug}"])))
+            by_wave: dict[str, list[Any]] = {}
+            for r in sorted(found, key=lambda r: r.created):
+                wave = next(t.removeprefix("wave:") for t in r.tags if t.startswith("wave:"))
+                by_wave.setdefault(wave, []).append(r)
+            return by_wave
+
+        # 1. the campaign schedules each wave as a run of wave/wave at its time
+        first = run_campaign(event)
+        assert first.state.type == StateType.COMPLETED, stack.tail()
+        assert first.name == f"campaign · {SLUG}"
+        waves = runs_of(SLUG)
+        assert set(waves) == {"announce", "last_call"}
+        for wave, at in (("announce", announce_at), ("last_call", last_call_at)):
+            (run,) = waves[wave]
+            assert run.state.type in (StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING)
+            assert abs((run.expected_start_time - at).total_seconds()) < 1
+            assert run.name == f"{SLUG} · {wave}"
+            assert "channel:email" in run.tags and f"event:{SLUG}" in run.tags
+            assert run.parameters == {"event_slug": SLUG, "wave": wave}
+        old_last_call = waves["last_call"][0]
+
+        # 2. the organizer moves the last call earlier: the pending run is replaced
+        last_call_at = t0 + timedelta(seconds=75)
+        write_event(stack.folder, SLUG, starts_at, zone, announce_at, last_call_at)
+        assert run_campaign(event).state.type == StateType.COMPLETED, stack.tail()
+        waves = runs_of(SLUG)
+        assert len(waves["announce"]) == 1, "the unchanged wave keeps its run"
+        old, new = waves["last_call"]
+        assert old.id == old_last_call.id and old.state.type in (StateType.CANCELLED,
+                                                                 StateType.CANCELLING)
+        assert abs((new.expected_start_time - last_call_at).total_seconds()) < 1
+
+        # 3. a cancelled event: its pending wave runs are cancelled
+        assert run_campaign(doomed).state.type == StateType.COMPLETED, stack.tail()
+        assert len(runs_of("deploy-test-cancelled")) == 2
+        write_event(stack.folder, "deploy-test-cancelled", starts_at, zone,
+                    t0 + timedelta(minutes=3), t0 + timedelta(minutes=4), cancelled=True)
+        assert run_campaign(doomed).state.type == StateType.COMPLETED, stack.tail()
+        for runs in runs_of("deploy-test-cancelled").values():
+            assert [r.state.type for r in runs] == [StateType.CANCELLED], runs
+
+        # 4. the daily run: on the server's schedule, in the configured time zone, and it runs
+        daily = client.read_deployment_by_name("reminders/daily")
+        wanted = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"][
+            "reminder_schedule"]
+        assert [(x.schedule.cron, x.schedule.timezone) for x in daily.schedules] == \
+            [(wanted["cron"], wanted["timezone"])]
+        upcoming = _wait(lambda: client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[daily.id]))), 90,
+            "the scheduler to schedule the daily runs", stack)
+        hour = int(wanted["cron"].split()[1])
+        assert {r.expected_start_time.astimezone(ZoneInfo(wanted["timezone"])).hour
+                for r in upcoming} == {hour}
+        today = _run("reminders/daily", {}, client, stack)
+        assert today.state.is_completed(), stack.tail()
+        assert client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[today.id])))
+
+        # 5. the worker runs both waves at their times, and they complete
+        wave_ids = [waves["announce"][0].id, new.id]
+
+        def completed() -> list[Any] | None:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=wave_ids)))
+            bad = [r for r in runs if r.state.is_final() and not r.state.is_completed()]
+            assert not bad, f"{bad}\n{stack.tail()}"
+            return runs if all(r.state.is_completed() for r in runs) else None
+
+        done = _wait(completed, 150, "the wave runs to complete", stack)
+        for r in done:
+            assert r.start_time >= r.expected_start_time - timedelta(seconds=1)
+
+        # 6. running the campaign again adds no wave run
+        assert run_campaign(event).state.type == StateType.COMPLETED, stack.tail()
+        again = runs_of(SLUG)
+        assert {w: [r.id for r in rs] for w, rs in again.items()} == \
+            {w: [r.id for r in rs] for w, rs in waves.items()}
+
+        # 7. what the UI shows: the plan, and per wave its outcomes, summary and progress
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[first.id, *wave_ids])))
+        keys = {a.key for a in artifacts}
+        assert {f"{SLUG}-plan", f"{SLUG}-wave-runs"} <= keys
+        said = "\n".join(str(a.data) for a in artifacts if a.type == "markdown")
+        for wave in ("announce", "last-call"):
+            assert {f"{SLUG}-{wave}-outcomes", f"{SLUG}-{wave}-summary",
+                    f"{SLUG}-{wave}-progress"} <= keys, f"{keys}\n{said}\n{stack.tail()}"
+        progress = [a for a in artifacts if a.type == "progress"]
+        assert progress and all(float(a.data) == 100.0 for a in progress)
+        plan = next(a for a in artifacts if a.key == f"{SLUG}-plan")
+        plan_rows = json.loads(plan.data) if isinstance(plan.data, str) else plan.data
+        assert {r["wave"] for r in plan_rows} == {"announce", "last_call"}
+        assert sum(r["planned"] for r in plan_rows if r["wave"] == "announce") > 0
+        summary = next(a for a in artifacts if a.key == f"{SLUG}-announce-summary")
+        assert "Suppressed" in summary.data and MASKED.search(summary.data), summary.data
+        everything = " ".join(str(a.data) + str(a.description) for a in artifacts)
+        logs = client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[first.id, *wave_ids])))
+        assert logs
+        everything += " ".join(log.message for log in logs)
+        everything += " ".join(json.dumps(r.parameters) for rs in again.values() for r in rs)
+        assert not FULL_EMAIL.search(everything) and not FULL_PHONE.search(everything)
+
+    # 8. the ledger and the outbox agree with what the runs said
+    with session_scope() as s:
+        row = s.scalar(select(Event).where(Event.slug == SLUG))
+        sent = dict(s.execute(select(Message.wave, func.count()).where(
+            Message.event_id == row.id, Message.status == "sent").group_by(Message.wave)).all())
+        recorded = {r.wave: r.flow_run_id for r in s.scalars(
+            select(WaveRun).where(WaveRun.event_id == row.id))}
+        cancelled = s.scalar(select(Event.cancelled_at).where(
+            Event.slug == "deploy-test-cancelled"))
+        sent_emails = s.scalar(select(func.count()).where(
+            Message.event_id == row.id, Message.status == "sent", Message.channel == "email"))
+    assert sent.get("announce", 0) > 0 and sent.get("last_call", 0) > 0, sent
+    assert recorded == {"announce": str(wave_ids[0]), "last_call": str(wave_ids[1])}
+    assert cancelled is not None
+    assert len(list((stack.folder / "outbox" / "email").glob(f"{SLUG}_*.eml"))) == sent_emails
+
+
+def _run(deployment: str, parameters: dict[str, Any], client: Any, st: Stack) -> Any:
+    """Run a deployment now, as `prefect deployment run` does, and wait for its end."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False)
+    return _wait(lambda: _final(client.read_flow_run(run.id)), 90, f"the {deployment} run", st)
+
+
+def _final(run: Any) -> Any:
+    return run if run.state is not None and run.state.is_final() else None
