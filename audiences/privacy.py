@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import Text, cast, delete, select
 from sqlalchemy.orm import Session
 
 from audiences.contacts import (
@@ -42,6 +42,7 @@ from promo.db.models import (
     Meta,
     Registration,
     Tombstone,
+    WebhookEvent,
 )
 from promo.errors import UserError
 from promo.settings import get_settings
@@ -269,12 +270,23 @@ def forget(session: Session, text: str, now: datetime | None = None) -> dict:
             _bury(session, key, k, address, now)
             buried.append(k)
     cid = contact.id
+    addresses = [str(getattr(contact, k)) for k in ADDRESS_KINDS if getattr(contact, k)]
     session.expunge(contact)
     # the database cascades topics, consents and registrations, and unlinks ledger rows
     for table in (ContactTopic, Consent, Registration):
         session.execute(delete(table).where(table.contact_id == cid))
+    # nothing still waiting goes out to a person who asked to be forgotten
+    session.execute(Message.__table__.update().where(
+        Message.contact_id == cid, Message.status.in_(("planned", "deferred")))
+        .values(status="suppressed", reason="contact forgotten"))
     session.execute(Message.__table__.update().where(Message.contact_id == cid)
                     .values(contact_id=None))
+    # providers' raw reports (webhooks) may carry the addresses: keep only that they came
+    for address in addresses:
+        session.execute(WebhookEvent.__table__.update().where(
+            cast(WebhookEvent.raw, Text).contains(address)
+            | cast(WebhookEvent.normalized, Text).contains(address))
+            .values(raw={"forgotten": True}, normalized={"forgotten": True}))
     session.execute(delete(Contact).where(Contact.id == cid))
     session.flush()
     return {"contact_id": cid, "tombstones": buried}

@@ -28,7 +28,7 @@ from channels.base import (
 )
 from channels.render import TemplateProblem, context, pick_language, render
 from channels.rules import add_to_history, cap_violation, next_send_time
-from flows.events import EventSpec
+from flows.events import BROADCAST_CHANNELS, EventSpec
 from flows.ledger import load_histories
 from flows.store import event_spec
 from promo.db import is_postgres, session_scope
@@ -88,7 +88,8 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
             continue  # not due yet (another run deferred it meanwhile)
         spec = events[row.event_id]
 
-        def set_(status: str, reason: str | None = None, **extra) -> None:
+        def set_(status: str, reason: str | None = None, *, row: Message = row,
+                 **extra: object) -> None:
             row.status, row.reason, row.updated_at = status, reason, stamp
             for k, v in extra.items():
                 setattr(row, k, v)
@@ -97,7 +98,7 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
         if now >= spec.starts_at:
             set_("dropped", "the event has started")
             continue
-        if row.contact_id is None:  # a public post
+        if row.channel in BROADCAST_CHANNELS:  # a public post
             set_("sending", sent_at=now, attempts=row.attempts + 1)
             claimed.append(Claimed(row.id, row.key, row.channel, row.event_id, row.wave,
                                    None, None, None, spec.language, spec.timezone))

@@ -40,6 +40,7 @@ from audiences.contacts import (
     normalize_language,
     normalize_phone,
 )
+from audiences.privacy import forgotten_at
 from promo.db import session_scope
 from promo.db.models import Contact, Event, Registration, utcnow
 from promo.settings import Settings
@@ -79,7 +80,8 @@ def _text(data: dict[str, Any], field: str) -> str | None:
     return str(value)
 
 
-def _find_or_add_contact(s: Any, data: dict[str, Any], settings: Settings) -> tuple[Contact, bool]:
+def _find_or_add_contact(s: Any, data: dict[str, Any], settings: Settings,
+                         at: datetime) -> tuple[Contact, bool]:
     contact_id = data.get("contact_id")
     if contact_id is not None:
         if not isinstance(contact_id, int) or isinstance(contact_id, bool):
@@ -102,6 +104,10 @@ def _find_or_add_contact(s: Any, data: dict[str, Any], settings: Settings) -> tu
             found = s.scalar(select(Contact).where(getattr(Contact, field) == value))
             if found is not None:
                 return found, False
+    # as in an import: a forgotten person comes back only by registering after the forgetting
+    buried = forgotten_at(s, [(k, v) for k, v in (("email", email), ("phone", phone)) if v])
+    if any(when >= at for when in buried.values()):
+        raise Refused("this person asked to be forgotten after registered_at: not added")
     name = _text(data, "name")
     contact = Contact(email=email, phone=phone, name=name[:200] if name else None,
                       language=language)
@@ -143,7 +149,7 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
         if not record_once(s, PROVIDER, key, data):
             return {"outcome": "duplicate"}
         at = _registered_at(data)
-        contact, new_contact = _find_or_add_contact(s, data, settings)
+        contact, new_contact = _find_or_add_contact(s, data, settings, at)
         source = f"webhook: {_text(data, 'source') or 'registration'}"[:200]
         for channel in channels:
             grant_consent(s, contact.id, channel, source=f"{source} (registration form)", at=at)
