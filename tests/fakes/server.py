@@ -79,11 +79,12 @@ class Fault:
 
 
 class Bucket:
-    """A provider's rate limit as it enforces it: `rate` per second, up to `capacity` at once."""
+    """A provider's "N calls per second" as a token bucket: `rate` per second, and up to a
+    second's worth (at least 2) at once, as a per-second counter would let through."""
 
     def __init__(self, rate: float, capacity: float | None = None) -> None:
         self.rate = rate
-        self.capacity = capacity if capacity is not None else max(2.0, rate * 0.2)
+        self.capacity = capacity if capacity is not None else max(2.0, rate)
         self.tokens = self.capacity
         self.at = time.monotonic()
         self.lock = threading.Lock()
@@ -122,6 +123,7 @@ class FakeProvider:
         self.requests: list[Request] = []  # every request to a sending endpoint
         self.answered: Counter[int] = Counter()  # status codes of those replies
         self.rate_limited = 0  # replies that said "too many requests"
+        self.calls: dict[str, list[float]] = {}  # account -> when each call within its limit came
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -165,17 +167,23 @@ class FakeProvider:
             self.requests.clear()
             self.answered.clear()
             self.rate_limited = 0
+            self.calls.clear()
             self._faults.clear()
             self._buckets.clear()
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
             span = self.arrivals[-1] - self.arrivals[0] if len(self.arrivals) > 1 else 0.0
+            # each account's calls within its limit: how many, and over how long
+            calls = {account: {"calls": len(times),
+                               "span": times[-1] - times[0] if len(times) > 1 else 0.0}
+                     for account, times in self.calls.items()}
             return {"received": len(self.received), "requests": len(self.requests),
                     "rate_limited": self.rate_limited, "span": span,
                     "answered": {str(k): v for k, v in self.answered.items()},
                     "by_account": dict(Counter(r.get("account", "default")
-                                               for r in self.received))}
+                                               for r in self.received)),
+                    "accounts": calls}
 
     # ---- serving -----------------------------------------------------------------
     @property
@@ -223,9 +231,11 @@ class FakeProvider:
 
             do_GET = do_POST = _serve
 
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        server.daemon_threads = True
-        server.request_queue_size = 128
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 512  # listen backlog: a full one resets new connections
+
+        server = Server(("127.0.0.1", port), Handler)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"fake-{self.name}", daemon=True)
@@ -280,17 +290,24 @@ class FakeProvider:
     def _take(self, req: Request) -> float | None:
         account = self.account(req)
         rate = self.rate_limits.get(account, self.rate_limits.get("*"))
-        if not rate:
-            return None
-        with self.lock:
-            bucket = self._buckets.get(account)
-            if bucket is None:
-                bucket = self._buckets[account] = Bucket(rate)
-        return bucket.take()
+        wait = None
+        if rate:
+            with self.lock:
+                bucket = self._buckets.get(account)
+                if bucket is None:
+                    bucket = self._buckets[account] = Bucket(rate)
+            wait = bucket.take()
+        if wait is None:
+            with self.lock:
+                self.calls.setdefault(account, []).append(time.monotonic())
+        return wait
 
     def _control(self, req: Request) -> Reply:
         if req.path == "/_fake/stats":
             return Reply(200, self.stats())
+        if req.path == "/_fake/received":
+            with self.lock:
+                return Reply(200, list(self.received))
         if req.path == "/_fake/clear":
             self.clear()
             return Reply(200, {"ok": True})
