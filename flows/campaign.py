@@ -99,6 +99,15 @@ def _own_wave_deployment() -> str | None:
     return f"{flow_name}/{name}" if name and flow_name == "wave" else None
 
 
+def _wave_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    name = f"{params.get('event_slug')} · {params.get('wave')}"
+    # a follow-up run for the messages quiet hours held (tagged so by `_schedule_held`)
+    return name + " · held messages" if "held" in (flow_run.tags or []) else name
+
+
 def _campaign_run_name() -> str:
     from prefect.runtime import flow_run
 
@@ -128,7 +137,7 @@ def send_task(message_ids: list[int], now: str, channel: str, size: int) -> dict
     return dict(send_batch(message_ids, parse_now(now), get_settings(), get_run_logger()))
 
 
-@flow(name="wave", flow_run_name="{event_slug} · {wave}", log_prints=False)
+@flow(name="wave", flow_run_name=_wave_run_name, log_prints=False)
 def wave_flow(event_slug: str, wave: str, now: str | None = None,
               follow_up_deployment: str | None = None) -> dict[str, Any]:
     """Decide the wave for everyone not yet decided and send what is due now.
@@ -217,7 +226,7 @@ def _schedule_held(event_slug: str, wave: str, at: datetime, deployment: str) ->
         name=deployment,
         parameters={"event_slug": event_slug, "wave": wave},
         scheduled_time=at,
-        flow_run_name=f"{event_slug} · {wave} · held until {at:%H:%M} UTC",
+        flow_run_name=f"{event_slug} · {wave} · held messages",
         timeout=0,
         tags=wave_tags(event_slug, wave) + ["held"],
         idempotency_key=f"{event_slug}:{wave}:held:{at.isoformat()}",

@@ -291,6 +291,7 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
         done = _wait(completed, 150, "the wave runs to complete", stack)
         for r in done:
             assert r.start_time >= r.expected_start_time - timedelta(seconds=1)
+        assert {r.name for r in done} == {f"{SLUG} · announce", f"{SLUG} · last_call"}
 
         # 6. running the campaign again adds no wave run
         assert run_campaign(event).state.type == StateType.COMPLETED, stack.tail()

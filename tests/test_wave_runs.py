@@ -102,6 +102,7 @@ def test_held_messages_get_one_follow_up_run_of_the_wave_deployment(prefect_api,
         assert run.expected_start_time == datetime(2026, 12, 7, 9, 0, tzinfo=MSK)
         assert run.parameters == {"event_slug": "python-meetup-74", "wave": "last_call"}
         assert {"held", "event:python-meetup-74", "wave:last_call"} <= set(run.tags)
+        assert run.name == "python-meetup-74 · last_call · held messages"
         (summary,) = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["python-meetup-74-last-call-summary"])),
             sort=ArtifactSort.CREATED_DESC, limit=1)  # other tests run a last call too
