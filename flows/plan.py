@@ -74,6 +74,12 @@ def check_rules(event: EventSpec) -> None:
             )
         if at >= event.starts_at:
             raise PlanError(f"{event.slug}: {name} at {at:%Y-%m-%d %H:%M %Z} is not before the start")
+    if "announce" in waves and "last_call" in waves:
+        announce, last_call = (event.wave_time(waves[n]) for n in ("announce", "last_call"))
+        if announce >= last_call:
+            raise PlanError(
+                f"{event.slug}: the announce ({announce:%Y-%m-%d %H:%M}) must come before the "
+                f"last call ({last_call:%Y-%m-%d %H:%M})")
     if "reminder" in waves:
         at = event.wave_time(waves["reminder"])
         if at >= event.starts_at:

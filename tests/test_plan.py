@@ -81,3 +81,10 @@ def test_very_late_campaign_keeps_only_what_makes_sense():
     plan = plan_campaign(event(), now)
     assert plan.wave("last_call").status == "dropped"
     assert all(w.send_at is None or w.send_at < START for w in plan.waves)
+
+
+def test_announce_must_come_before_the_last_call_on_the_same_day():
+    same_day = event('campaign:\n  announce: {days_before: 3, at: "12:00"}\n'
+                     '  last_call: {days_before: 3, at: "11:00"}\n')
+    with pytest.raises(PlanError, match="must come before the last call"):
+        plan_campaign(same_day, datetime(2026, 11, 19, 12, 0, tzinfo=MSK))
