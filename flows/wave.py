@@ -27,7 +27,6 @@ from flows.plan import CampaignPlan, plan_campaign
 from flows.store import event_spec, find_event
 from promo.db import session_scope
 from promo.db.models import Message
-from promo.errors import PlanError
 from promo.settings import Settings
 
 
@@ -72,7 +71,8 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
         row = find_event(s, event_slug)
         spec = event_spec(row)
         if row.cancelled_at is not None:
-            raise PlanError(f"{event_slug}: the event was cancelled")
+            # a run scheduled before the event was called off ends quietly, sending nothing
+            return PreparedWave(event_slug, wave, now, "dropped", "the event was cancelled")
         plan = plan_campaign(spec, now)
         wp = plan.wave(wave)
         if wp.send_at is None:
@@ -90,7 +90,7 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
                             interrupted)
 
 
-def decide(session, event_row, rules: WaveRules, settings: Settings,  # noqa: ANN001
+def decide(session, event_row, rules: WaveRules, settings: Settings,
            *, exclude_decided: bool = True) -> list[Decision]:
     exclude = decided_contacts(session, event_row.id, rules.wave) if exclude_decided else set()
     recipients = load_recipients(

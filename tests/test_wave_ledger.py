@@ -220,3 +220,16 @@ def test_plan_shows_the_counters_segments_and_costs(store, monkeypatch):
     assert announce["content"]["email"]["estimated_cost"] == pytest.approx(4 * 0.002)
     assert announce["estimated_cost"] == pytest.approx(4 * 0.002)
     reset_settings()
+
+
+def test_a_wave_of_a_cancelled_event_sends_nothing_and_says_why(store):
+    _, spec, event_id = seed(store)
+    with session_scope() as s:
+        from promo.db.models import Event
+
+        s.execute(update(Event).where(Event.id == event_id)
+                  .values(cancelled_at=datetime(2027, 2, 5, tzinfo=MSK)))
+    prepared = prepare_wave(spec.slug, "announce", datetime(2027, 2, 10, 7, 0, tzinfo=MSK),
+                            get_settings())
+    assert (prepared.status, prepared.note) == ("dropped", "the event was cancelled")
+    assert ledger(event_id) == {}
