@@ -1,0 +1,83 @@
+"""Which channels go live for which settings, and credentials from Prefect Secret blocks."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import SecretStr
+
+import channels
+from channels import get_channel, live_channel, reveal
+from channels.base import ConfigurationError
+from promo.settings import Settings
+from tests.fakes import FakeTwilio
+from tests.fakes.harness import message
+
+SID = "AC" + "3" * 32
+FULL = {
+    "sendgrid_api_key": "SG.key", "twilio_account_sid": SID, "twilio_auth_token": "token",
+    "twilio_from": "+15005550006", "vk_group_token": "vk-group", "vk_group_id": 77,
+    "vk_user_token": "vk-user", "telegram_bot_token": "1:bot", "telegram_channel": "@pymeetup",
+}
+
+
+@pytest.mark.parametrize(("settings", "live"), [
+    ({}, set()),
+    (FULL, {"email", "sms", "voice", "vk", "vk_wall", "telegram", "telegram_channel"}),
+    # a Messaging Service sends SMS, but a call needs a number to call from
+    ({**FULL, "twilio_from": None, "twilio_messaging_service_sid": "MG" + "1" * 32},
+     {"email", "sms", "vk", "vk_wall", "telegram", "telegram_channel"}),
+    ({**FULL, "twilio_auth_token": None}, {"email", "vk", "vk_wall", "telegram", "telegram_channel"}),
+    ({**FULL, "vk_user_token": None}, {"email", "sms", "voice", "vk", "telegram", "telegram_channel"}),
+    ({**FULL, "vk_group_id": None}, {"email", "sms", "voice", "vk", "telegram", "telegram_channel"}),
+    ({**FULL, "telegram_channel": None}, {"email", "sms", "voice", "vk", "vk_wall", "telegram"}),
+    ({"telegram_bot_token": "1:bot"}, {"telegram"}),
+])
+def test_a_channel_is_live_when_its_credentials_are_set(settings: dict, live: set[str]) -> None:
+    s = Settings(_env_file=None, **settings)
+    names = ("email", "sms", "voice", "vk", "vk_wall", "telegram", "telegram_channel")
+    built = {name: live_channel(name, s) for name in names}
+    assert {name for name, ch in built.items() if ch is not None} == live
+    for ch in built.values():
+        if ch is not None:
+            ch.close()
+
+
+def test_live_channels_share_the_accounts_limiter_and_settings() -> None:
+    s = Settings(_env_file=None, **FULL, rate_limits={"telegram": 25}, send_concurrency=5)
+    direct, post = live_channel("telegram", s), live_channel("telegram_channel", s)
+    assert direct.limiter is post.limiter  # one bot: one limit for both
+    assert direct.limiter.rate == pytest.approx(25 * channels.ratelimit.HEADROOM)
+    assert direct.concurrency == 5
+    assert live_channel("sms", s).limiter is not live_channel("voice", s).limiter
+
+
+def test_without_credentials_the_outbox_says_so_once(caplog: pytest.LogCaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(channels, "_warned", set())
+    caplog.set_level(logging.INFO, logger="channels")
+    s = Settings(_env_file=None)
+    for _ in range(3):
+        assert not get_channel("sms", s).live
+    notes = [r.getMessage() for r in caplog.records if "no provider credentials" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith("sms:")
+
+
+def test_credential_from_a_prefect_secret_block(prefect_api: None) -> None:
+    from prefect.blocks.system import Secret
+
+    Secret(value="token-from-the-block").save("promo-test-twilio-token", overwrite=True)
+    channels._secrets.clear()
+    assert reveal(SecretStr("prefect-secret:promo-test-twilio-token")) == "token-from-the-block"
+    assert reveal(SecretStr("plain-token")) == "plain-token"
+    with FakeTwilio(SID, "token-from-the-block") as fake:
+        s = Settings(_env_file=None, twilio_account_sid=SID, twilio_from="+15005550006",
+                     twilio_auth_token="prefect-secret:promo-test-twilio-token",
+                     twilio_base_url=fake.url)
+        sms = live_channel("sms", s)
+        [result] = sms.deliver([message(1, "sms", "+79990000001")])
+        sms.close()
+    assert result.ok and len(fake.received) == 1
+    with pytest.raises(ConfigurationError, match="no-such-block"):
+        reveal(SecretStr("prefect-secret:no-such-block"))
