@@ -152,3 +152,37 @@ def test_a_wave_through_all_five_providers_arrives_once(prefect_api: None, fakes
     before = {name: len(f.received) for name, f in fakes.items()}
     wave_flow("python-meetup-74", "announce", (ANNOUNCE + timedelta(hours=1)).isoformat())
     assert {name: len(f.received) for name, f in fakes.items()} == before  # nothing twice
+
+
+def test_a_wrong_credential_stops_the_channel_and_the_messages_wait_for_the_fix(
+        fakes: dict, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from channels.base import ConfigurationError
+    from channels.send import send_batch
+    from flows.wave import due_batches, prepare_wave
+
+    event_id = seed(store)
+    monkeypatch.setenv("PROMO_SENDGRID_API_KEY", "SG.revoked")
+    settings = reset_settings()
+    prepare_wave("python-meetup-74", "announce", ANNOUNCE, settings)
+    with session_scope() as s:
+        email_ids = set(s.scalars(select(Message.id).where(Message.channel == "email",
+                                                           Message.status == "planned")))
+    [email_batch] = [b for b in due_batches("python-meetup-74", "announce", ANNOUNCE, settings)
+                     if set(b) == email_ids]  # a batch holds one channel
+    with pytest.raises(ConfigurationError, match="SendGrid 401"):
+        send_batch(email_batch, ANNOUNCE, settings)
+    with session_scope() as s:
+        emails = s.scalars(select(Message).where(Message.event_id == event_id,
+                                                 Message.channel == "email",
+                                                 Message.status != "suppressed")).all()
+        assert {(m.status, m.sent_at) for m in emails} == {("planned", None)}
+        assert all(m.reason.startswith("not sent: SendGrid 401") for m in emails)
+    assert fakes["email"].received == []
+
+    monkeypatch.setenv("PROMO_SENDGRID_API_KEY", "SG.wave-key")
+    settings = reset_settings()
+    later = ANNOUNCE + timedelta(minutes=30)
+    for batch in due_batches("python-meetup-74", "announce", later, settings):
+        send_batch(batch, later, settings)
+    assert sorted(m["to"][0] for m in fakes["email"].received) == ["anna@example.org",
+                                                                   "boris@example.org"]
