@@ -81,3 +81,26 @@ def test_credential_from_a_prefect_secret_block(prefect_api: None) -> None:
     assert result.ok and len(fake.received) == 1
     with pytest.raises(ConfigurationError, match="no-such-block"):
         reveal(SecretStr("prefect-secret:no-such-block"))
+
+
+def test_webhook_signatures_are_checked_with_the_secret_blocks_value(prefect_api: None) -> None:
+    """Twilio's published example (token "12345"), with the token kept in a Secret block."""
+    from prefect.blocks.system import Secret
+    from starlette.datastructures import ImmutableMultiDict
+
+    from promo.webhooks.twilio import signature_ok
+
+    Secret(value="12345").save("promo-test-webhook-token", overwrite=True)
+    channels._secrets.clear()
+    s = Settings(_env_file=None, twilio_auth_token="prefect-secret:promo-test-webhook-token")
+    params = ImmutableMultiDict({"CallSid": "CA1234567890ABCDE", "Caller": "+14158675309",
+                                 "Digits": "1234", "From": "+14158675309", "To": "+18005551212"})
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    assert signature_ok(s, url, params, {"X-Twilio-Signature": "RSOYDt4T1cUTdK1PDd93/VVr8B8="})
+    # read literally, the setting would be the token and nothing would validate
+    literal = Settings(_env_file=None, twilio_auth_token="prefect-secret:promo-test-webhook-token")
+    literal_token = literal.twilio_auth_token.get_secret_value()
+    from twilio.request_validator import RequestValidator
+
+    forged = RequestValidator(literal_token).compute_signature(url, dict(params))
+    assert not signature_ok(s, url, params, {"X-Twilio-Signature": forged})

@@ -41,6 +41,7 @@ from audiences.contacts import (
     normalize_phone,
 )
 from audiences.privacy import forgotten_at
+from channels import reveal
 from promo.db import session_scope
 from promo.db.models import Contact, Event, Registration, utcnow
 from promo.settings import Settings
@@ -65,7 +66,7 @@ def signature_ok(settings: Settings, body: bytes, headers: Any) -> bool:
     given = (headers.get(SIGNATURE_HEADER) or "").strip()
     if secret is None or not given:
         return False
-    expected = sign(secret.get_secret_value(), body)
+    expected = sign(reveal(secret) or "", body)
     if not given.startswith("sha256="):
         given = "sha256=" + given
     return hmac.compare_digest(given.lower().encode(), expected.encode())

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from audiences.tokens import read_link_token
+from channels import reveal
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
 from promo.errors import UserError
@@ -61,7 +62,7 @@ def secret_ok(settings: Settings, headers: Any) -> bool:
     given = headers.get(SECRET_HEADER)
     if secret is None or not given:
         return False
-    return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+    return hmac.compare_digest(given.encode(), (reveal(secret) or "").encode())
 
 
 def _language(contact: Contact | None, sender: dict[str, Any], settings: Settings) -> str:
@@ -176,7 +177,7 @@ async def poll(settings: Settings, *, once: bool = False, timeout: int = 30) -> 
     if settings.telegram_bot_token is None:
         raise UserError("telegram_bot_token is not set (PROMO_TELEGRAM_BOT_TOKEN): "
                         "the bot cannot fetch its updates")
-    bot = Bot(settings.telegram_bot_token.get_secret_value(), base_url=settings.telegram_base_url)
+    bot = Bot(reveal(settings.telegram_bot_token), base_url=settings.telegram_base_url)
     handled = 0
     offset: int | None = None
     try:

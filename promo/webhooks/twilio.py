@@ -22,6 +22,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from channels import reveal
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
 from promo.settings import Settings
@@ -99,7 +100,7 @@ def signature_ok(settings: Settings, url: str, params: ImmutableMultiDict,
     if token is None or not signature:
         return False
     algorithm = get_signature_algorithm(headers.get(SIGNATURE_SETTINGS_HEADER))
-    validator = RequestValidator(token.get_secret_value())
+    validator = RequestValidator(reveal(token))
     return validator.validate(url, params, signature, algorithm=algorithm)
 
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from audiences.tokens import read_link_token
+from channels import reveal
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
 from promo.settings import Settings
@@ -43,7 +44,7 @@ def secret_ok(settings: Settings, data: dict[str, Any]) -> bool:
     given = data.get("secret")
     if secret is None or not isinstance(given, str) or not _group_ok(settings, data):
         return False
-    return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+    return hmac.compare_digest(given.encode(), (reveal(secret) or "").encode())
 
 
 def confirmation_ok(settings: Settings, data: dict[str, Any]) -> bool:
