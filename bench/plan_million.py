@@ -45,13 +45,16 @@ def peak_mb() -> float:
 def generate(n: int, send_at: datetime, seed: int = 1):
     rng = random.Random(seed)
     reasons = (None, None, None, None, "no consent", "opted out", "no address", "unreachable")
-    # a handful of shared "blocked" maps keeps memory realistic for a store-backed audience
-    # (each contact's map is built per row there too); here each contact gets its own dict
+    # contacts with the same standing share one map, as `load_recipients` gives them
+    shared: dict[tuple, dict] = {}
     recipients = []
     histories: dict[int, dict[str, list[datetime]]] = {}
     for i in range(1, n + 1):
         r = rng.random
-        blocked = {c: reasons[int(r() * 8)] for c in CHANNELS}
+        key = tuple(reasons[int(r() * 8)] for _ in CHANNELS)
+        blocked = shared.get(key)
+        if blocked is None:
+            blocked = shared[key] = dict(zip(CHANNELS, key, strict=True))
         recipients.append(Recipient(i, ZONES[int(r() * 9)], blocked, r() < 0.05))
         if r() < 0.2:
             t = send_at - timedelta(hours=1 + int(r() * 700))
