@@ -61,7 +61,6 @@ MAX_CHARS = {
 }
 # Twilio refuses a call whose inline `twiml` is longer (error 32018)
 MAX_TWIML_CHARS = 4000
-VOICE_LANGUAGE = {"ru": "ru-RU", "en": "en-US"}
 # speech rate for the estimate of a call's billed minutes
 WORDS_PER_SECOND = 2.5
 
@@ -364,12 +363,10 @@ def _at(filename: str | None, line: int | None) -> str:
 # -- channel rules --------------------------------------------------------------------------
 
 def voice_twiml(text: str, lang: str) -> str:
-    """The inline TwiML a call speaks: the script in a `<Say>` in the contact's language."""
-    from twilio.twiml.voice_response import VoiceResponse
+    """The inline TwiML a call speaks (the voice channel builds it; the check measures it)."""
+    from channels.twilio_voice import twiml
 
-    response = VoiceResponse()
-    response.say(text, language=VOICE_LANGUAGE.get(lang, "en-US"))
-    return str(response)
+    return twiml(text, lang)
 
 
 def check_limits(channel: str, lang: str, rendered: Rendered, ctx: dict,

@@ -104,9 +104,33 @@ def check_number(m: OutgoingMessage) -> str:
     return m.address
 
 
-class TwilioSMS(Channel):
-    name: ClassVar[str] = "sms"
+class TwilioChannel(Channel):
+    """What Twilio's messages and calls share: one API call per message, each answered with
+    the resource's SID. Subclasses build the call's fields and name the resource."""
+
     max_batch: ClassVar[int] = 1
+    clients: TwilioClients
+
+    def request(self, m: OutgoingMessage) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def create(self, client: Client, fields: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
+        results = []
+        for m in messages:
+            fields = self.request(m)
+            created = call_twilio(self.clients, lambda c, f=fields: self.create(c, f))
+            results.append(SendResult(m.id, created.sid))
+        return results
+
+    def close(self) -> None:
+        self.clients.close()
+
+
+class TwilioSMS(TwilioChannel):
+    name: ClassVar[str] = "sms"
 
     def __init__(self, account_sid: str, auth_token: str, *, sender: str | None = None,
                  messaging_service_sid: str | None = None, base_url: str | None = None,
@@ -128,13 +152,5 @@ class TwilioSMS(Channel):
             fields["status_callback"] = self.status_callback
         return fields
 
-    def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        results = []
-        for m in messages:
-            fields = self.request(m)
-            sent = call_twilio(self.clients, lambda c, f=fields: c.messages.create(**f))
-            results.append(SendResult(m.id, sent.sid))
-        return results
-
-    def close(self) -> None:
-        self.clients.close()
+    def create(self, client: Client, fields: dict[str, Any]) -> Any:
+        return client.messages.create(**fields)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from channels.base import Channel, ConfigurationError, OutgoingMessage, SendResult
-from channels.twilio_sms import TwilioClients, call_twilio, check_number
+from channels.base import ConfigurationError, OutgoingMessage
+from channels.twilio_sms import TwilioChannel, TwilioClients, check_number
 
 # the languages <Say> speaks, by our contacts' language codes
 SAY_LANGUAGES = {"ru": "ru-RU", "en": "en-US"}
@@ -26,9 +27,8 @@ def twiml(text: str, language: str) -> str:
     return str(response)
 
 
-class TwilioVoice(Channel):
+class TwilioVoice(TwilioChannel):
     name: ClassVar[str] = "voice"
-    max_batch: ClassVar[int] = 1
 
     def __init__(self, account_sid: str, auth_token: str, *, sender: str | None,
                  base_url: str | None = None, status_callback: str | None = None,
@@ -49,13 +49,5 @@ class TwilioVoice(Channel):
             fields["status_callback"] = self.status_callback
         return fields
 
-    def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        results = []
-        for m in messages:
-            fields = self.request(m)
-            call = call_twilio(self.clients, lambda c, f=fields: c.calls.create(**f))
-            results.append(SendResult(m.id, call.sid))
-        return results
-
-    def close(self) -> None:
-        self.clients.close()
+    def create(self, client: Client, fields: dict[str, Any]) -> Any:
+        return client.calls.create(**fields)
