@@ -289,6 +289,22 @@ def withdraw_consent(session: Session, contact_id: int, channel: str, *, source:
     return True
 
 
+def mark_unreachable(session: Session, contact_id: int, channel: str, reason: str,
+                     at: datetime) -> bool:
+    """The provider says the address cannot receive (an invalid number, a blocked bot); the
+    first time and reason are kept. True if this changed anything."""
+    row = session.get(Consent, (contact_id, channel))
+    if row is None:
+        row = Consent(contact_id=contact_id, channel=channel)
+        session.add(row)
+    if row.unreachable_at is not None:
+        return False
+    row.unreachable_at = at
+    row.unreachable_reason = reason[:200]
+    session.flush()
+    return True
+
+
 def opt_out_everywhere(session: Session, contact_id: int, *, source: str,
                        at: datetime | None = None) -> bool:
     """A global opt-out: nothing more on any channel, until the person consents again on one

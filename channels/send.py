@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from audiences.contacts import mark_unreachable, withdraw_consent
 from audiences.segments import ADDRESS_FIELD, channel_block
 from audiences.tokens import unsubscribe_url
 from channels import get_channel
@@ -244,13 +245,8 @@ def _record(results, settings: Settings, claimed: list[Claimed]) -> None:
 
 def _mark_contact(s: Session, contact_id: int, channel: str, error: PermanentError,
                   stamp: datetime) -> None:
-    consent = s.get(Consent, (contact_id, channel))
-    if consent is None:
-        consent = Consent(contact_id=contact_id, channel=channel)
-        s.add(consent)
+    """What a permanent failure says about the contact: opted out (SMS 21610) or unreachable."""
     if error.opted_out:
-        consent.withdrawn_at = stamp
-        consent.withdrawn_source = f"provider: {error}"[:200]
+        withdraw_consent(s, contact_id, channel, source=f"provider: {error}", at=stamp)
     if error.unreachable:
-        consent.unreachable_at = stamp
-        consent.unreachable_reason = str(error)[:200]
+        mark_unreachable(s, contact_id, channel, str(error), stamp)

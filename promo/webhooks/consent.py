@@ -12,9 +12,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from audiences.contacts import grant_consent, withdraw_consent
+from audiences.contacts import grant_consent, mark_unreachable, withdraw_consent
 from audiences.segments import ADDRESS_FIELD, channel_block
 from promo.db.models import Consent, Contact
+
+__all__ = ["mark_unreachable", "opt_in", "opt_out", "standing"]
 
 
 def standing(session: Session, contact: Contact, channel: str) -> str | None:
@@ -57,18 +59,3 @@ def opt_in(session: Session, contact: Contact, channel: str, source: str, at: da
         row.unreachable_reason = None
         changed = True
     return changed
-
-
-def mark_unreachable(session: Session, contact_id: int, channel: str, reason: str,
-                     at: datetime) -> bool:
-    """The provider says the address cannot receive (an invalid or landline number)."""
-    row = session.get(Consent, (contact_id, channel))
-    if row is None:
-        row = Consent(contact_id=contact_id, channel=channel)
-        session.add(row)
-    if row.unreachable_at is not None:
-        return False
-    row.unreachable_at = at
-    row.unreachable_reason = reason[:200]
-    session.flush()
-    return True
