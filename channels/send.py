@@ -29,11 +29,11 @@ from channels.base import (
 )
 from channels.render import TemplateProblem, context, pick_language, render
 from channels.rules import add_to_history, cap_violation, next_send_time
-from flows.events import BROADCAST_CHANNELS, EventSpec
+from flows.events import BROADCAST_CHANNELS, PROMOTIONAL_WAVES, EventSpec
 from flows.ledger import load_histories
 from flows.store import event_spec
 from promo.db import is_postgres, session_scope
-from promo.db.models import Consent, Contact, Event, Message, utcnow
+from promo.db.models import Consent, Contact, Event, Message, Registration, utcnow
 from promo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,23 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
           events: dict[int, EventSpec]) -> tuple[list[Claimed], Counter]:
     """Move due rows to `sending` where consent, quiet hours and caps allow it, now."""
     outcome: Counter = Counter()
+    contact_ids = sorted(set(session.scalars(
+        select(Message.contact_id).where(Message.id.in_(message_ids),
+                                         Message.contact_id.is_not(None)))))
+    _lock_contacts(session, contact_ids)
+    # read the rows only now, under the locks and FOR UPDATE: a run that claimed them a moment
+    # ago has committed `sending`, and they no longer match (PostgreSQL re-checks the WHERE)
     rows = session.execute(
         select(Message).where(Message.id.in_(message_ids),
                               Message.status.in_(("planned", "deferred")))
+        .order_by(Message.id).with_for_update().execution_options(populate_existing=True)
     ).scalars().all()
-    contact_ids = sorted({r.contact_id for r in rows if r.contact_id is not None})
-    _lock_contacts(session, contact_ids)
     contacts = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(contact_ids)))}
+    # registered since the wave was decided: no more promotion (the reminder is theirs)
+    registered = set(session.execute(
+        select(Registration.event_id, Registration.contact_id).where(
+            Registration.contact_id.in_(contact_ids),
+            Registration.event_id.in_({r.event_id for r in rows}))).all())
     consents = {
         (c.contact_id, c.channel): c
         for c in session.scalars(select(Consent).where(Consent.contact_id.in_(contact_ids)))
@@ -107,6 +117,9 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
         contact = contacts.get(row.contact_id)
         if contact is None:
             set_("suppressed", "contact forgotten")
+            continue
+        if row.wave in PROMOTIONAL_WAVES and (row.event_id, contact.id) in registered:
+            set_("suppressed", "registered")
             continue
         address = getattr(contact, ADDRESS_FIELD[row.channel])
         consent = consents.get((contact.id, row.channel))

@@ -233,3 +233,52 @@ def test_a_wave_of_a_cancelled_event_sends_nothing_and_says_why(store):
                             get_settings())
     assert (prepared.status, prepared.note) == ("dropped", "the event was cancelled")
     assert ledger(event_id) == {}
+
+
+def test_registering_after_the_decision_stops_a_held_promotion(store):
+    _, spec, event_id = seed(store)
+    with session_scope() as s:  # contact 1 is reachable by SMS only: held at 07:00
+        s.execute(update(Consent).where(Consent.contact_id == 1, Consent.channel == "email")
+                  .values(withdrawn_at=START - timedelta(days=1)))
+    run(spec.slug, "announce", datetime(2027, 2, 10, 7, 0, tzinfo=MSK))
+    assert ledger(event_id)[(1, "sms")][0] == "deferred"
+    with session_scope() as s:
+        s.execute(insert(Registration), [{"contact_id": 1, "event_id": event_id,
+                                          "registered_at": datetime(2027, 2, 10, 8, 0, tzinfo=MSK)}])
+    run(spec.slug, "announce", datetime(2027, 2, 10, 9, 0, tzinfo=MSK))
+    assert ledger(event_id)[(1, "sms")] == ("suppressed", "registered")
+    assert outbox_lines(store, "sms") == []
+
+
+def test_two_workers_claiming_the_same_message_on_postgresql_send_it_once(pg_store, tmp_path):
+    """Worker A claims and holds its transaction; worker B asks for the same row meanwhile."""
+    import threading
+    import time
+
+    from channels.send import claim
+    from flows.store import event_spec
+    from promo.db.models import Event
+
+    _, spec, event_id = seed(tmp_path)
+    at = datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    prepare_wave(spec.slug, "announce", at, get_settings())
+    with session_scope() as s:
+        mid = s.scalar(select(Message.id).where(Message.contact_id == 2,
+                                                Message.channel == "email"))
+    claimed: dict[str, int] = {}
+
+    def worker(name: str, delay: float, hold: float) -> None:
+        time.sleep(delay)
+        with session_scope() as s:
+            specs = {event_id: event_spec(s.get(Event, event_id))}
+            got, _ = claim(s, [mid], at, get_settings(), specs)
+            claimed[name] = len(got)
+            time.sleep(hold)
+
+    threads = [threading.Thread(target=worker, args=("a", 0, 1.0)),
+               threading.Thread(target=worker, args=("b", 0.3, 0))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert claimed == {"a": 1, "b": 0}
