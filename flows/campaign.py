@@ -548,11 +548,14 @@ def _release_deferred(slug: str, wave: str, starts_at: datetime) -> list[dict[st
     """Simulated clock: run the wave again at each time held messages become due."""
     settings = get_settings()
     results = []
+    previous = None
     for _ in range(48):  # at most one run per opening window; a guard, not a limit in practice
         with session_scope(settings.database_url) as s:
             later = next_due(s, find_event(s, slug).id, wave)
-        if later is None or later >= starts_at:
+        # a time that does not move means the run could send nothing there: stop, not spin
+        if later is None or later >= starts_at or later == previous:
             break
+        previous = later
         results.append(wave_flow(slug, wave, later.isoformat()))
     return results
 

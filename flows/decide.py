@@ -120,7 +120,8 @@ def decide_wave(
             t = when_cache[key] = next_send_time(send_at, tz, windows.get(channel))
         return t
 
-    for r in recipients:
+    # a wave of public posts only decides nothing per contact
+    for r in recipients if channels else ():
         if rules.promotional and r.registered:
             append(Decision(r.id, channels[0], "suppressed", "registered", None))
             continue

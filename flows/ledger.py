@@ -21,12 +21,22 @@ def message_key(slug: str, wave: str, contact_id: int | None, channel: str) -> s
     return f"{slug}/{wave}/{contact_id if contact_id is not None else 'broadcast'}/{channel}"
 
 
-def decided_contacts(session: Session, event_id: int, wave: str) -> set[int]:
+def decided_contacts(session: Session, event_id: int, wave: str,
+                     limit: int | None = None) -> set[int]:
     """Contacts that already have a decision for this wave (a re-run leaves them be)."""
     q = select(Message.contact_id).where(
         Message.event_id == event_id, Message.wave == wave, Message.contact_id.is_not(None)
-    ).distinct()
+    ).distinct().limit(limit)
     return set(session.scalars(q))
+
+
+def drop_waiting(session: Session, event_id: int, wave: str, reason: str) -> int:
+    """The wave's messages still planned or held become `dropped`, with the reason."""
+    return session.execute(
+        update(Message).where(Message.event_id == event_id, Message.wave == wave,
+                              Message.status.in_(("planned", "deferred")))
+        .values(status="dropped", reason=reason, updated_at=utcnow())
+    ).rowcount or 0
 
 
 _INSERT_DECISION = (

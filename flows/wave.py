@@ -17,6 +17,7 @@ from flows.decide import Decision, WaveRules, decide_wave, summarize
 from flows.events import PROMOTIONAL_WAVES, EventSpec
 from flows.ledger import (
     decided_contacts,
+    drop_waiting,
     due_messages,
     load_histories,
     mark_interrupted,
@@ -73,9 +74,14 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
         if row.cancelled_at is not None:
             # a run scheduled before the event was called off ends quietly, sending nothing
             return PreparedWave(event_slug, wave, now, "dropped", "the event was cancelled")
+        if now >= spec.starts_at:
+            # nothing goes after the start: what still waits is dropped, and says why
+            drop_waiting(s, row.id, wave, "the event has started")
+            return PreparedWave(event_slug, wave, now, "dropped", "the event has started")
         plan = plan_campaign(spec, now)
         wp = plan.wave(wave)
-        if wp.send_at is None:
+        ran = bool(decided_contacts(s, row.id, wave, limit=1))
+        if wp.send_at is None and not ran:
             return PreparedWave(event_slug, wave, now, "dropped", wp.note)
         if now < wp.scheduled_at:
             return PreparedWave(
@@ -83,6 +89,11 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
                 f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}")
         dedup = {c for c in wp.spec.channels if get_channel(c, settings).provider_dedup}
         interrupted = mark_interrupted(s, row.id, wave, dedup_channels=dedup)
+        if wp.send_at is None:
+            # the wave ran and its time is over (a late run would drop it): no new decisions,
+            # but the messages it held for quiet hours still go when their window opens
+            return PreparedWave(event_slug, wave, now, "held",
+                                "sending what the wave held for quiet hours", {}, interrupted)
         rules = wave_rules(spec, plan, wave, now, settings)
         decisions = decide(s, row, rules, settings)
         record_decisions(s, row, wave, decisions, counts_for_caps=rules.counts_for_caps)

@@ -282,3 +282,60 @@ def test_two_workers_claiming_the_same_message_on_postgresql_send_it_once(pg_sto
     for t in threads:
         t.join()
     assert claimed == {"a": 1, "b": 0}
+
+
+def test_held_messages_go_even_when_a_late_run_would_drop_the_wave(store):
+    """A reminder at 20:00 Moscow reaches Novosibirsk at midnight: held until 09:00 there
+    (05:00 in Moscow), when the plan would call the reminder 'no longer the day before'."""
+    path = write_event(store, START, slug="late-reminder", extra="""\
+        campaign:
+          announce: null
+          last_call: null
+          reminder: {at: "20:00", channels: [sms], mode: all}
+        """)
+    spec = load_event(path)
+    with session_scope() as s:
+        event = save_event(s, spec, path)
+        s.execute(insert(Contact), [{"id": 1, "phone": "+79160000001",
+                                     "timezone": "Asia/Novosibirsk", "language": "ru"}])
+        s.execute(insert(Consent), [{"contact_id": 1, "channel": "sms",
+                                     "granted_at": START - timedelta(days=90)}])
+        s.execute(insert(Registration), [{"contact_id": 1, "event_id": event.id}])
+        event_id = event.id
+    run(spec.slug, "reminder", datetime(2027, 2, 19, 20, 0, tzinfo=MSK))
+    with session_scope() as s:
+        row = s.scalar(select(Message).where(Message.event_id == event_id))
+        assert (row.status, row.send_at) == ("deferred", datetime(2027, 2, 20, 5, 0, tzinfo=MSK))
+    prepared = prepare_wave(spec.slug, "reminder", datetime(2027, 2, 20, 5, 0, tzinfo=MSK),
+                            get_settings())
+    assert prepared.status == "held"
+    for batch in due_batches(spec.slug, "reminder", datetime(2027, 2, 20, 5, 0, tzinfo=MSK),
+                             get_settings()):
+        send_batch(batch, datetime(2027, 2, 20, 5, 0, tzinfo=MSK), get_settings())
+    with session_scope() as s:
+        row = s.scalar(select(Message).where(Message.event_id == event_id))
+        assert row.status == "sent"
+    # and after the start, whatever still waits is dropped with the reason
+    with session_scope() as s:
+        s.execute(update(Message).where(Message.id == row.id).values(status="deferred"))
+    late = prepare_wave(spec.slug, "reminder", START + timedelta(minutes=1), get_settings())
+    assert (late.status, late.note) == ("dropped", "the event has started")
+    with session_scope() as s:
+        assert s.get(Message, row.id).status == "dropped"
+
+
+def test_a_wave_of_public_posts_only_plans_with_registrants_in_the_segment(store):
+    path = write_event(store, START, slug="posts-only", extra="""\
+        campaign:
+          announce: {days_before: 10, channels: [vk_wall]}
+          last_call: null
+        """)
+    spec = load_event(path)
+    with session_scope() as s:
+        event = save_event(s, spec, path)
+        s.execute(insert(Contact), [{"id": 1, "email": "r@example.org"}])
+        s.execute(insert(ContactTopic), [{"contact_id": 1, "topic": "python"}])
+        s.execute(insert(Registration), [{"contact_id": 1, "event_id": event.id}])
+        event_id = event.id
+    run(spec.slug, "announce", datetime(2027, 2, 10, 11, 0, tzinfo=MSK))
+    assert ledger(event_id) == {(None, "vk_wall"): ("sent", None)}
