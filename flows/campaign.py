@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audiences.segments import ADDRESS_FIELD
-from channels.render import sample_check
+from channels.render import override_folder, sample_check
 from channels.send import send_batch
 from flows.events import WAVES, EventSpec, load_event
 from flows.ledger import next_due, wave_outcomes
@@ -328,13 +328,19 @@ def campaign_flow(event_file: str, now: str | None = None, simulate_clock: bool 
     clock = parse_now(now)
     spec = load_event(event_file)
     deployed = _in_deployment() if schedule is None else schedule
+    plan = None
+    if not spec.cancelled:
+        # the rules and every template are checked before the stored event is replaced:
+        # a bad edit fails here and the pending waves keep the last good version
+        plan = plan_campaign(spec, clock)
+        sample_check(spec, {w.name: list(w.spec.channels) for w in plan.active},
+                     override_folder(spec, Path(event_file)))
     with session_scope(settings.database_url) as s:
         row = save_event(s, spec, Path(event_file))
         if spec.cancelled and row.cancelled_at is None:
             row.cancelled_at = clock
         elif not spec.cancelled:
             row.cancelled_at = None
-        override = row.definition.get("_templates_dir")
         event_id = row.id
         has_wave_runs = s.scalar(select(func.count()).select_from(WaveRun)
                                  .where(WaveRun.event_id == event_id)) > 0
@@ -345,8 +351,7 @@ def campaign_flow(event_file: str, now: str | None = None, simulate_clock: bool 
         _publish_schedule(spec, actions, cancelled=True)
         return {"event": spec.slug, "cancelled": True, "waves": [], "runs": [],
                 "wave_runs": actions}
-    plan = plan_campaign(spec, clock)
-    sample_check(spec, {w.name: list(w.spec.channels) for w in plan.active}, override)
+    assert plan is not None
     _publish_plan(spec, plan, clock)
     for w in plan.waves:
         logger.info("%s: %s %s %s", w.name, w.status,

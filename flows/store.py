@@ -14,12 +14,12 @@ from promo.errors import UserError
 
 def save_event(session: Session, spec: EventSpec, source: Path | None = None) -> Event:
     """Insert or update the event by slug."""
+    from channels.render import override_folder
+
     definition = spec.model_dump(mode="json")
-    if spec.templates and source is not None:
-        folder = (source.parent / spec.templates).resolve()
-        if not folder.is_dir():
-            raise UserError(f"{source}: templates: {spec.templates!r} is not a folder")
-        definition["_templates_dir"] = str(folder)
+    folder = override_folder(spec, source) if source is not None else None
+    if folder:
+        definition["_templates_dir"] = folder
     row = session.scalar(select(Event).where(Event.slug == spec.slug))
     if row is None:
         row = Event(slug=spec.slug)

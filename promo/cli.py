@@ -30,7 +30,8 @@ app.add_typer(db_app, name="db")
 
 # piped output (CI logs, `| less`) gets room for the outcome tables instead of 80 columns
 console = Console() if sys.stdout.isatty() else Console(width=120)
-err = Console(stderr=True)
+# errors name files and lines: never wrapped, a path must stay whole to be copied
+err = Console(stderr=True, soft_wrap=True)
 
 OUTCOME_COLUMNS = ("sent", "deferred", "capped", "suppressed", "dropped", "failed", "uncertain")
 
@@ -100,6 +101,7 @@ def run(
     now: Annotated[str | None, typer.Option(help="the clock, ISO 8601 with offset (testing, replays)")] = None,
 ) -> None:
     """Run a campaign (the waves due now) or one wave, through the Prefect flows."""
+    from channels.render import override_folder, sample_check
     from flows.campaign import all_outcomes, campaign_flow, wave_flow
     from flows.events import WAVES, load_event
     from flows.plan import plan_campaign
@@ -108,19 +110,23 @@ def run(
 
     clock = parse_time(now) or datetime.now(UTC)
     spec = load_event(event_file)
-    plan = plan_campaign(spec, clock)  # refuses bad plans before any flow starts
+    # the rules and the templates are checked before any flow starts or anything is stored:
+    # bad input gets one clear message, not a failed flow run
+    if wave is not None and wave not in WAVES:
+        raise UserError(f"--wave {wave!r}: one of {', '.join(WAVES)}")
+    if not spec.cancelled:
+        plan = plan_campaign(spec, clock)
+        waves = [plan.wave(wave)] if wave else plan.active
+        sample_check(spec, {w.name: list(w.spec.channels) for w in waves if w.send_at},
+                     override_folder(spec, event_file))
     if wave is not None:
-        if wave not in WAVES:
-            raise UserError(f"--wave {wave!r}: one of {', '.join(WAVES)}")
+        if spec.cancelled:
+            raise UserError(f"{spec.slug}: the event is cancelled (cancelled: true)")
         wp = plan.wave(wave)
         if wp.send_at is None:
             raise UserError(f"{spec.slug}: the {wave} wave is dropped: {wp.note}")
-        from channels.render import sample_check
-
         with session_scope() as s:
-            row = save_event(s, spec, event_file)
-            override = row.definition.get("_templates_dir")
-        sample_check(spec, {wave: list(wp.spec.channels)}, override)
+            save_event(s, spec, event_file)
         result = wave_flow(spec.slug, wave, clock.isoformat())
         if result.get("status") == "early":
             console.print(f"{wave}: {result['note']}")

@@ -339,3 +339,28 @@ def test_a_wave_of_public_posts_only_plans_with_registrants_in_the_segment(store
         event_id = event.id
     run(spec.slug, "announce", datetime(2027, 2, 10, 11, 0, tzinfo=MSK))
     assert ledger(event_id) == {(None, "vk_wall"): ("sent", None)}
+
+
+def test_a_bad_edit_is_refused_and_the_stored_event_stays_as_it_was(store):
+    import subprocess
+    import sys
+
+    path, spec, event_id = seed(store)
+    with session_scope() as s:
+        from promo.db.models import Event
+
+        before = s.get(Event, event_id).definition
+    broken = store / "tpl" / "announce"
+    broken.mkdir(parents=True)
+    (broken / "email.ru.subject.j2").write_text("{{ event.title }} {{ speaker }}\n")
+    path.write_text(path.read_text().replace("title: \"Moscow Python Meetup #74\"",
+                                             "title: \"Renamed\"\ntemplates: tpl"))
+    proc = subprocess.run([sys.executable, "-m", "promo.cli", "run", str(path), "--now",
+                           "2027-02-10T07:00:00+03:00"], capture_output=True, text=True,
+                          cwd=store, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "email.ru.subject.j2:1" in proc.stderr and "speaker" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    with session_scope() as s:
+        assert s.get(Event, event_id).definition == before
+    assert ledger(event_id) == {}
