@@ -345,7 +345,7 @@ def test_a_bad_edit_is_refused_and_the_stored_event_stays_as_it_was(store):
     import subprocess
     import sys
 
-    path, spec, event_id = seed(store)
+    path, _, event_id = seed(store)
     with session_scope() as s:
         from promo.db.models import Event
 
