@@ -128,6 +128,8 @@ class CampaignSpec(BaseModel):
                 )
         for name in PROMOTIONAL_WAVES:
             wave = getattr(self, name)
+            if wave is not None and wave.days_before is None:
+                raise ValueError(f"{name}.days_before: give the number of days before the event")
             if wave is not None and wave.days_before > MAX_DAYS_BEFORE:
                 raise ValueError(
                     f"{name}.days_before is {wave.days_before}: promotion starts no earlier "

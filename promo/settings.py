@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from dataclasses import dataclass
 from datetime import time, timedelta
 from functools import lru_cache
@@ -206,6 +207,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: a rate limit must be above 0 calls per second")
         return merged
 
+    @field_validator("default_timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (like Europe/Moscow)") from None
+        return value
+
     @field_validator("waves")
     @classmethod
     def _check_waves(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -271,6 +283,9 @@ def get_settings() -> Settings:
 
     try:
         return Settings()
+    except tomllib.TOMLDecodeError as exc:
+        source = os.environ.get("PROMO_CONFIG", "promo.toml")
+        raise UserError(f"{source}: not valid TOML: {exc}") from None
     except ValidationError as exc:
         source = os.environ.get("PROMO_CONFIG", "promo.toml")
         raise UserError(

@@ -364,3 +364,34 @@ def test_a_bad_edit_is_refused_and_the_stored_event_stays_as_it_was(store):
     with session_scope() as s:
         assert s.get(Event, event_id).definition == before
     assert ledger(event_id) == {}
+
+
+@pytest.mark.parametrize("config, env, message", [
+    ('caps = {sms = "1/7d"\n', {}, "promo.toml: not valid TOML"),
+    ("", {"PROMO_DEFAULT_TIMEZONE": "Mars/Base"}, "default_timezone: Value error, 'Mars/Base'"),
+    ('[caps]\nsms = "often"\n', {}, "caps: Value error, 'often' is not a cap like '3/7d'"),
+])
+def test_bad_settings_are_one_clear_message(store, config, env, message):
+    import os
+    import subprocess
+    import sys
+
+    (store / "promo.toml").write_text(config)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "promo.cli", "db", "upgrade"],
+                              capture_output=True, text=True, cwd=store, check=False,
+                              env={**os.environ, **env})
+    finally:
+        (store / "promo.toml").unlink()  # the fixture's teardown reads the settings again
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_promotional_wave_without_days_is_refused_clearly(store):
+    from flows.events import parse_event
+    from promo.errors import EventError
+    from tests.helpers import EVENT_TEMPLATE
+
+    text = EVENT_TEMPLATE.format(slug="x", starts_at=START.isoformat())
+    with pytest.raises(EventError, match="announce.days_before: give the number of days"):
+        parse_event(text + "campaign:\n  announce: {days_before: null, channels: [email]}\n")
