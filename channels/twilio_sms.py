@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import requests
 from twilio.base.exceptions import TwilioRestException
@@ -97,6 +98,12 @@ def call_twilio(clients: TwilioClients, create: Any) -> Any:
         raise transport_error(exc, PROVIDER) from None
 
 
+def callback_url(base: str, key: str) -> str:
+    """The status callback URL with the message's ledger key, so a callback that arrives
+    before the batch has recorded the SID still finds its row."""
+    return f"{base}{'&' if '?' in base else '?'}{urlencode({'promo_key': key})}"
+
+
 def check_number(m: OutgoingMessage) -> str:
     if not m.address or not E164.match(m.address):
         raise PermanentError(f"{m.address!r} is not an E.164 phone number", provider=PROVIDER,
@@ -149,7 +156,7 @@ class TwilioSMS(TwilioChannel):
         else:
             fields["from_"] = self.sender
         if self.status_callback:
-            fields["status_callback"] = self.status_callback
+            fields["status_callback"] = callback_url(self.status_callback, m.key)
         return fields
 
     def create(self, client: Client, fields: dict[str, Any]) -> Any:

@@ -14,7 +14,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from channels.base import ConfigurationError, OutgoingMessage
-from channels.twilio_sms import TwilioChannel, TwilioClients, check_number
+from channels.twilio_sms import TwilioChannel, TwilioClients, callback_url, check_number
 
 # the languages <Say> speaks, by our contacts' language codes
 SAY_LANGUAGES = {"ru": "ru-RU", "en": "en-US"}
@@ -46,7 +46,7 @@ class TwilioVoice(TwilioChannel):
         if self.machine_detection:
             fields["machine_detection"] = self.machine_detection
         if self.status_callback:
-            fields["status_callback"] = self.status_callback
+            fields["status_callback"] = callback_url(self.status_callback, m.key)
         return fields
 
     def create(self, client: Client, fields: dict[str, Any]) -> Any:

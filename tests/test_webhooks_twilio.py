@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import RequestValidator
 
+from promo.db import session_scope
+from promo.db.models import Message
 from promo.settings import Settings
 from promo.webhooks.twilio import signature_ok
 from tests.webhook_support import PUBLIC_URL, TWILIO_TOKEN, World, make_world
@@ -199,3 +202,23 @@ def test_advanced_opt_out_type_is_honored_and_other_texts_change_nothing(world: 
     signed_post(world, "/twilio/inbound", base | {"MessageSid": "SMin2", "Body": "ХВАТИТ",
                                                   "OptOutType": "STOP"})
     assert world.next_wave()["sms"] == ("suppressed", "opted out")
+
+
+def test_a_callback_before_the_sid_is_recorded_finds_its_row_by_the_urls_key(world: World) -> None:
+    from urllib.parse import quote
+
+    from channels.twilio_sms import callback_url
+
+    with session_scope() as s:  # the batch that sent it has not recorded the SID yet
+        s.execute(update(Message).where(Message.key == world.message("sms").key)
+                  .values(provider_message_id=None, status="sending"))
+    key = world.message("sms").key
+    url = callback_url("/twilio/status", key)
+    assert url == f"/twilio/status?promo_key={quote(key, safe='')}"
+    fields = {"MessageSid": "SMnew", "MessageStatus": "undelivered", "ErrorCode": "30006",
+              "AccountSid": "AC123", "To": "+79161234567"}
+    r = signed_post(world, url, fields)
+    assert r.status_code == 200
+    m = world.message("sms")
+    assert (m.provider_message_id, m.delivery_status) == ("SMnew", "bounced")
+    assert world.consent("sms").unreachable_at is not None

@@ -31,6 +31,7 @@ from promo.webhooks.http import forbidden, form_params, public_request_url, sett
 from promo.webhooks.store import (
     apply_delivery,
     dedupe_key,
+    find_message_by_key,
     find_message_by_provider_id,
     normalize,
     record_once,
@@ -117,8 +118,11 @@ def _error_text(code: str) -> str:
     return f"error {code}: {known}" if known else f"error {code}"
 
 
-def handle_status(settings: Settings, params: ImmutableMultiDict) -> dict[str, Any]:
-    """Apply one status callback to the ledger row with this MessageSid or CallSid."""
+def handle_status(settings: Settings, params: ImmutableMultiDict,
+                  ledger_key: str | None = None) -> dict[str, Any]:
+    """Apply one status callback to the ledger row with this MessageSid or CallSid, or with
+    the ledger key the callback URL carries (`?promo_key=`): a callback can arrive before
+    the batch that sent the message has recorded its SID."""
     sid = params.get("MessageSid") or params.get("SmsSid")
     raw_status = params.get("MessageStatus") or params.get("SmsStatus")
     table = MESSAGE_STATUSES
@@ -138,6 +142,10 @@ def handle_status(settings: Settings, params: ImmutableMultiDict) -> dict[str, A
             "provider_message_id": sid, "error_code": code, "message_key": None, "changed": [],
         }
         message = find_message_by_provider_id(s, sid)
+        if message is None and ledger_key:
+            message = find_message_by_key(s, ledger_key)
+            if message is not None and message.provider_message_id is None:
+                message.provider_message_id = sid
         if message is not None:
             normalized["message_key"] = message.key
             detail = f"twilio: {raw_status}" + (f" ({_error_text(code)})" if code else "")
@@ -210,7 +218,8 @@ async def status_callback(request: Request) -> Response:
     params = await _verified_params(request)
     if params is None:
         return forbidden(PROVIDER, "status callback with a missing or wrong X-Twilio-Signature")
-    await run_in_threadpool(handle_status, settings_of(request), params)
+    await run_in_threadpool(handle_status, settings_of(request), params,
+                            request.query_params.get("promo_key"))
     return PlainTextResponse("", status_code=200)
 
 
