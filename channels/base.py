@@ -186,8 +186,9 @@ class Channel:
     """
 
     name: ClassVar[str]
-    # the provider drops a repeated send with the same key (VK random_id): a message
-    # interrupted mid-send may go again; elsewhere it becomes `uncertain`
+    # the provider drops a repeated call with the same id (VK random_id): a call that may
+    # have arrived is retried within this delivery; elsewhere it becomes `uncertain` (after
+    # a crash every channel's interrupted messages are uncertain: flows.ledger)
     provider_dedup: ClassVar[bool] = False
     # how many messages one provider call may carry
     max_batch: ClassVar[int] = 1

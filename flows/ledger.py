@@ -131,21 +131,18 @@ def load_histories(
     return out
 
 
-def mark_interrupted(session: Session, event_id: int, wave: str, *, dedup_channels: set[str]) -> int:
-    """Messages left in `sending` by a worker that died: `uncertain` (never re-sent) unless
-    the channel's provider deduplicates, in which case they may safely go again."""
+def mark_interrupted(session: Session, event_id: int, wave: str) -> int:
+    """Messages left in `sending` by a worker that died become `uncertain`, never re-sent.
+
+    Even VK, which drops a repeated `random_id`, is not re-sent: its id covers the group of
+    recipients of one call, and a later run may group them otherwise.
+    """
     stale = utcnow() - SENDING_LEASE
-    base = (Message.event_id == event_id, Message.wave == wave, Message.status == "sending",
-            Message.updated_at < stale)
-    n = session.execute(
-        update(Message).where(*base, Message.channel.not_in(dedup_channels)).values(
-            status="uncertain", reason="the worker stopped while sending; not re-sent")
+    return session.execute(
+        update(Message).where(Message.event_id == event_id, Message.wave == wave,
+                              Message.status == "sending", Message.updated_at < stale)
+        .values(status="uncertain", reason="the worker stopped while sending; not re-sent")
     ).rowcount or 0
-    session.execute(
-        update(Message).where(*base, Message.channel.in_(dedup_channels)).values(
-            status="planned", reason="re-sent after an interrupted run (provider deduplicates)")
-    )
-    return n
 
 
 def due_messages(session: Session, event_id: int, wave: str, now: datetime) -> list[tuple[int, str]]:

@@ -12,7 +12,6 @@ from datetime import datetime
 from sqlalchemy import select
 
 from audiences.segments import load_recipients
-from channels import get_channel
 from flows.decide import Decision, WaveRules, decide_wave, summarize
 from flows.events import PROMOTIONAL_WAVES, EventSpec
 from flows.ledger import (
@@ -87,8 +86,7 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
             return PreparedWave(
                 event_slug, wave, now, "early",
                 f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}")
-        dedup = {c for c in wp.spec.channels if get_channel(c, settings).provider_dedup}
-        interrupted = mark_interrupted(s, row.id, wave, dedup_channels=dedup)
+        interrupted = mark_interrupted(s, row.id, wave)
         if wp.send_at is None:
             # the wave ran and its time is over (a late run would drop it): no new decisions,
             # but the messages it held for quiet hours still go when their window opens
