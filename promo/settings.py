@@ -26,6 +26,10 @@ from pydantic_settings import (
 
 DIRECT_CHANNELS = ("email", "sms", "voice", "vk", "telegram")
 
+# the default secret_key: public, so fine for the demo and tests, refused where links and
+# webhooks face the world (`Settings.require_own_secret`)
+PLACEHOLDER_SECRET = "change-me-in-production"
+
 DEFAULT_CAPS = {
     "voice": "1/30d",
     "sms": "1/7d",
@@ -144,7 +148,7 @@ class Settings(BaseSettings):
     currency: str = "USD"
 
     # secret used to sign unsubscribe links and webhook tokens
-    secret_key: SecretStr = SecretStr("change-me-in-production")
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
     public_url: str = Field("http://127.0.0.1:8000", description="where webhooks are reachable")
     # webhooks (promo/webhooks): each endpoint refuses every request until its secret is set.
     # Twilio signs with twilio_auth_token, checked against public_url + the path (so a proxy
@@ -266,6 +270,15 @@ class Settings(BaseSettings):
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
         )
+
+    def require_own_secret(self, what: str) -> None:
+        """Refuse `what` while secret_key is the published placeholder: anyone could sign
+        unsubscribe and Telegram /start links with it (and tie a chat to any contact)."""
+        from promo.errors import UserError
+
+        if self.secret_key.get_secret_value() == PLACEHOLDER_SECRET:
+            raise UserError(f"{what} needs a secret of your own: set secret_key in promo.toml "
+                            f"or PROMO_SECRET_KEY (a long random string, kept private)")
 
     def cap_rules(self) -> dict[str, Cap]:
         return {name: parse_cap(text) for name, text in self.caps.items()}

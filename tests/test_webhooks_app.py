@@ -140,3 +140,13 @@ def test_the_same_event_delivered_at_once_from_many_connections_applies_once(
     assert plan["sms"] == ("suppressed", "opted out")
     assert plan["email"] == ("suppressed", "opted out")
     assert any_world.message("email").delivery_status == "bounced"
+
+
+def test_serving_with_the_placeholder_secret_is_refused(store, monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Anyone can sign links with the published default: no webhooks, no Telegram links."""
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not serve"))
+    for args in (["webhooks", "serve"], ["telegram", "link", "1"], ["telegram", "poll", "--once"]):
+        result = CliRunner().invoke(cli_app, args)
+        assert result.exit_code != 0
+        assert "needs a secret of your own" in str(result.exception), args

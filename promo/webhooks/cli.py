@@ -58,6 +58,7 @@ def serve(
     from promo.webhooks.app import create_app
 
     settings = get_settings()
+    settings.require_own_secret("serving the webhooks")
     get_engine(settings.database_url)  # migrate now, not on the first provider's request
     _print_urls()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
@@ -73,6 +74,7 @@ def poll(
     from promo.webhooks.telegram import poll as poll_updates
 
     settings = get_settings()
+    settings.require_own_secret("answering the Telegram bot")
     if not once:
         console.print("polling Telegram for /start and /stop (Ctrl-C stops) ...")
     handled = asyncio.run(poll_updates(settings, once=once))
@@ -87,6 +89,7 @@ def link(contact_id: Annotated[int, typer.Argument(help="the contact's id")]) ->
     from promo.settings import get_settings
 
     settings = get_settings()
+    settings.require_own_secret("a Telegram link")
     url = telegram_link(settings, contact_id)
     if url is None:
         token = telegram_link_token(settings, contact_id)
