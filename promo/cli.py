@@ -176,6 +176,11 @@ def plan(
                       f"{', '.join(w['channels'])}" + (f"  ({w['note']})" if w["note"] else ""))
         if w["send_at"] is None:
             continue
+        if not w["outcomes"]:
+            console.print("  nobody to send to yet" + (
+                " (the reminder goes to those who registered)" if w["name"] == "reminder" else
+                " (no contact follows the topic or attended an event of it)"))
+            continue
         used = [c for c in PLAN_COLUMNS if any(r.get(c) for r in w["outcomes"].values())]
         table = Table(show_header=True)
         table.add_column("channel")
@@ -187,11 +192,16 @@ def plan(
             content = w["content"].get(channel)
             segments = ("/".join(str(n) for n in content["segments"].values())
                         if content and channel == "sms" else "")
-            cost = f"{content['estimated_cost']:.2f}" if content else ""
+            cost = _money(content["estimated_cost"]) if content else ""
             table.add_row(channel, *(str(row.get(c, 0)) for c in used), segments, cost)
         console.print(table)
-        console.print(f"estimated cost of the wave: {w['estimated_cost']:.2f} {w['currency']} "
+        console.print(f"estimated cost of the wave: {_money(w['estimated_cost'])} {w['currency']} "
                       f"(prices: the `prices` setting)", highlight=False)
+
+
+def _money(amount: float) -> str:
+    # a few emails cost a fraction of a cent: show it rather than 0.00
+    return f"{amount:,.2f}" if amount >= 1 or amount == 0 else f"{amount:.4f}".rstrip("0")
 
 
 @app.command()
@@ -227,8 +237,9 @@ def why(
     for x in lines:
         when = x.sent_at or x.send_at or ""
         tail = f": {x.reason}" if x.reason else ""
-        src = "" if x.source == "ledger" else f" [{x.source}]"
-        console.print(f"  {x.wave:<9} {x.channel or '-':<9} {x.status}{tail} {when}{src}", highlight=False)
+        src = "" if x.source == "ledger" else f" ({x.source})"
+        console.print(escape(f"  {x.wave:<9} {x.channel or '-':<9} {x.status}{tail} {when}{src}"),
+                      highlight=False)
 
 
 @events_app.command("check")
