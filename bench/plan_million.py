@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flows.decide import Recipient, WaveRules, decide_wave  # noqa: E402
-from promo.settings import Settings  # noqa: E402
+from flows.decide import Recipient, WaveRules, decide_wave
+from promo.settings import Settings
 
 ZONES = ["Europe/Moscow", "Europe/Kaliningrad", "Asia/Yekaterinburg", "Asia/Novosibirsk",
          "Asia/Vladivostok", "Europe/Berlin", "America/New_York", "Asia/Almaty", None]

@@ -23,8 +23,8 @@ for _name in list(os.environ):
     if _name.startswith("PROMO_"):
         del os.environ[_name]  # a developer's own settings must not leak into the tests
 
-from promo.db import dispose_engines  # noqa: E402
-from promo.settings import reset_settings  # noqa: E402
+from promo.db import dispose_engines
+from promo.settings import reset_settings
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +99,7 @@ def postgres_url() -> Iterator[str]:
     proc = subprocess.Popen(
         [str(bindir / "postgres"), "-D", str(data / "db"), "-p", str(port), "-h", "127.0.0.1",
          "-k", str(data), "-c", "fsync=off", "-c", "max_connections=50"],
-        stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, **run_as,
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, **run_as,  # noqa: SIM115
     )
     try:
         deadline = time.monotonic() + 30

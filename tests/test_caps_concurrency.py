@@ -131,7 +131,7 @@ def test_concurrent_waves_never_exceed_a_cap(any_store, tmp_path):
         try:
             for b in batches:
                 send_batch(b, NOW, get_settings())
-        except BaseException as exc:  # surfaced below
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(b,)) for b in threaded]

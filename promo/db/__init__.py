@@ -28,7 +28,7 @@ def _make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_connection, _record):  # noqa: ANN001
+        def _sqlite_connect(dbapi_connection, _record):
             # Let SQLAlchemy's "begin" event issue the BEGIN itself (pysqlite would defer it).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -38,17 +38,17 @@ def _make_engine(url: str) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # noqa: ANN001
+        def _sqlite_begin(conn):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     try:
         return create_engine(url, pool_pre_ping=True)
-    except Exception as exc:  # a malformed URL or a missing driver
+    except Exception as exc:  # noqa: BLE001 - a malformed URL or a missing driver: told, not raised
         raise UserError(f"database_url {url!r}: {exc}") from None
 
 
-def alembic_config(url: str):  # noqa: ANN201
+def alembic_config(url: str):
     from alembic.config import Config
 
     cfg = Config()
@@ -87,7 +87,7 @@ def get_engine(url: str | None = None) -> Engine:
                 migrate(engine)
             except UserError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure to open or migrate is told plainly
                 engine.dispose()
                 raise UserError(f"cannot open the database {url!r}: {exc}") from None
             _engines[url] = engine
