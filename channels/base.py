@@ -310,6 +310,11 @@ class Channel:
         except ChannelError as exc:
             for m in pending:
                 done[m.id] = SendResult(m.id, error=last.get(m.id, exc))
+        except ConfigurationError as exc:
+            # what this chunk already settled (sent, or failed for good) must be recorded as
+            # such: put back to `planned`, a sent message would go again after the fix
+            exc.results = [done[m.id] for m in chunk if m.id in done]
+            raise
         return [done[m.id] for m in chunk if m.id in done]
 
     def _noted(self, error: ChannelError) -> None:

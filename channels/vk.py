@@ -148,7 +148,10 @@ class VKMessages(_VK):
                 detail = error.get("description", "") if isinstance(error, dict) else str(error)
                 err = classify(code, detail)
                 if isinstance(err, ConfigurationError):
-                    raise err
+                    # refused for this peer only; the others in the reply went (or failed)
+                    # on their own: raising here would lose them and send them again later
+                    err = PermanentError(f"VK error {code}: {detail}", provider=PROVIDER,
+                                         code=code)
                 results.append(SendResult(m.id, error=err))
             elif item:
                 results.append(SendResult(m.id, str(item.get("message_id")

@@ -159,3 +159,13 @@ def test_concurrent_calls_each_get_their_results() -> None:
 def test_errors_keep_their_kind() -> None:
     assert RetryableError("x").retryable and not PermanentError("x").retryable
     assert not issubclass(ConfigurationError, ChannelError)  # never swallowed as a send failure
+
+
+def test_a_configuration_error_on_a_retry_keeps_what_the_first_call_settled() -> None:
+    """Message 1 went on the first call; the retry for message 2 meets a revoked key. 1 must
+    be reported sent, or it would be put back to planned and sent again after the fix."""
+    channel = Scripted([{2: RetryableError("busy")}, ConfigurationError("key revoked")])
+    fast(channel)
+    with pytest.raises(ConfigurationError) as info:
+        channel.deliver(batch(2))
+    assert [(r.message_id, outcome(r)) for r in info.value.results] == [(1, "sent")]
