@@ -31,10 +31,12 @@ from prefect.artifacts import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.futures import as_completed
+from prefect.states import Failed
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audiences.segments import ADDRESS_FIELD
+from channels.base import ConfigurationError
 from channels.render import override_folder, sample_check
 from channels.send import send_batch
 from flows.events import WAVES, EventSpec, load_event
@@ -133,8 +135,14 @@ def decide_task(event_slug: str, wave: str, now: str) -> dict[str, Any]:
 
 
 @task(name="send-batch", task_run_name="send {channel} batch of {size}")
-def send_task(message_ids: list[int], now: str, channel: str, size: int) -> dict[str, int]:
-    return dict(send_batch(message_ids, parse_now(now), get_settings(), get_run_logger()))
+def send_task(message_ids: list[int], now: str, channel: str, size: int) -> dict[str, Any]:
+    try:
+        return dict(send_batch(message_ids, parse_now(now), get_settings(), get_run_logger()))
+    except ConfigurationError as exc:
+        # the batch recorded what went; the rest stays planned for a run with the fix.
+        # Said in one line (the wave ends Failed with it), not a traceback per task
+        get_run_logger().error("%s: %s; its unsent messages stay planned", channel, exc)
+        return {"misconfigured": f"{channel}: {exc}"}
 
 
 @flow(name="wave", flow_run_name=_wave_run_name, log_prints=False)
@@ -166,6 +174,13 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
             description=f"{event_slug}, {wave}: nothing sent",
         )
         return {"event": event_slug, "wave": wave, **decided, "sent": {}}
+    if now is None:
+        # a follow-up run for held messages may also start a moment before their time
+        with session_scope(settings.database_url) as s:
+            held = next_due(s, find_event(s, event_slug).id, wave)
+        if held is not None and timedelta(0) < held - parse_now(None) <= EARLY_START_WAIT:
+            time.sleep((held - parse_now(None)).total_seconds() + 0.01)
+            clock = parse_now(None).isoformat()
     batches = due_batches(event_slug, wave, parse_now(clock), settings)
     with session_scope(settings.database_url) as s:
         channels = dict(s.execute(select(Message.id, Message.channel).where(
@@ -184,8 +199,12 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
     sizes = {f.task_run_id: len(b) for f, b in zip(futures, batches, strict=True)}
     sent: Counter = Counter()
     done = 0
+    misconfigured: list[str] = []
     for f in as_completed(futures):
-        sent.update(f.result())
+        counts = f.result()
+        if "misconfigured" in counts:
+            misconfigured.append(counts.pop("misconfigured"))
+        sent.update(counts)
         done += sizes[f.task_run_id]
         update_progress_artifact(progress, progress=100.0 * done / total,
                                  description=f"{event_slug}, {wave}: {done} of {total} done")
@@ -206,9 +225,22 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
     if later is not None:
         logger.info("%s %s: held messages due from %s%s", event_slug, wave, later.isoformat(),
                     f"; follow-up run {follow_up}" if follow_up else "")
+    if misconfigured:
+        return Failed(message=f"{event_slug} {wave}: {misconfigured[0]} (the messages not "
+                              f"sent stay planned: fix the setting and run the wave again)")
     return {"event": event_slug, "wave": wave, **decided, "sent": dict(sent),
             "outcomes": outcomes, "next_due": later.isoformat() if later else None,
             "follow_up_run": follow_up}
+
+
+def run_wave(event_slug: str, wave: str, now: str | None, **kwargs: Any) -> dict[str, Any]:
+    """The wave flow as a subflow: one that ends Failed (a misconfigured channel) is
+    reported in its result, so that the caller's other waves and events still run."""
+    state = wave_flow(event_slug, wave, now, return_state=True, **kwargs)
+    if state.is_failed() or state.is_crashed():
+        return {"event": event_slug, "wave": wave, "failed": state.message or state.name,
+                "sent": {}}
+    return state.result()
 
 
 def _wave_time(event_slug: str, wave: str) -> datetime:
@@ -368,10 +400,13 @@ def campaign_flow(event_file: str, now: str | None = None, simulate_clock: bool 
         for w in plan.active:
             with tags(*wave_tags(spec.slug, w.name, w.spec.channels)):
                 if simulate_clock:
-                    results.append(wave_flow(spec.slug, w.name, w.send_at.isoformat()))
+                    results.append(run_wave(spec.slug, w.name, w.send_at.isoformat()))
                     results.extend(_release_deferred(spec.slug, w.name, spec.starts_at))
                 elif w.send_at <= clock:
-                    results.append(wave_flow(spec.slug, w.name, clock.isoformat()))
+                    results.append(run_wave(spec.slug, w.name, clock.isoformat()))
+    failed = [r["failed"] for r in results if "failed" in r]
+    if failed:
+        return Failed(message="; ".join(failed))
     return {"event": spec.slug, "waves": [
         {"name": w.name, "status": w.status, "send_at": w.send_at.isoformat() if w.send_at else None,
          "note": w.note} for w in plan.waves], "runs": results, "wave_runs": actions}
@@ -497,13 +532,6 @@ def _reconcile_wave_runs(spec: EventSpec, plan: CampaignPlan | None, event_id: i
     return actions
 
 
-def _is_cancelled(run: FlowRun) -> bool:
-    from prefect.client.schemas.objects import StateType
-
-    return run.state is not None and run.state.type in (StateType.CANCELLED,
-                                                        StateType.CANCELLING)
-
-
 def _schedule_wave(deployment: str, spec: EventSpec, w: WavePlan, key: str,
                    clock: datetime) -> FlowRun:
     """A run of the wave deployment at the wave's time; the same key returns the same run.
@@ -526,9 +554,18 @@ def _schedule_wave(deployment: str, spec: EventSpec, w: WavePlan, key: str,
             idempotency_key=k,
             as_subflow=False,
         )
-        if not _is_cancelled(run):
+        if not _is_over_unsent(run):
             return run
-    raise PlanError(f"{spec.slug}: {w.name}: too many cancelled runs for one time")
+    raise PlanError(f"{spec.slug}: {w.name}: too many cancelled or failed runs for one time")
+
+
+def _is_over_unsent(run: FlowRun) -> bool:
+    """A run that will not send (cancelled, failed, crashed): the wave needs a successor,
+    which sends only what is still planned."""
+    from prefect.client.schemas.objects import StateType
+
+    return run.state is not None and run.state.type in (
+        StateType.CANCELLED, StateType.CANCELLING, StateType.FAILED, StateType.CRASHED)
 
 
 def _action(wave: str, at: datetime | None, run_id: str | None, action: str) -> dict[str, Any]:
@@ -561,7 +598,7 @@ def _release_deferred(slug: str, wave: str, starts_at: datetime) -> list[dict[st
         if later is None or later >= starts_at or later == previous:
             break
         previous = later
-        results.append(wave_flow(slug, wave, later.isoformat()))
+        results.append(run_wave(slug, wave, later.isoformat()))
     return results
 
 
@@ -607,6 +644,12 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
                 elif due and w.name not in ran:
                     logger.info("%s: catching up the %s wave", spec.slug, w.name)
                     todo.append((spec.slug, w))
+                elif due and (pending := next_due(s, row.id, w.name)) is not None \
+                        and pending <= clock:
+                    # a run that failed or crashed left messages due: send them, once
+                    logger.info("%s: the %s wave has messages due since %s; sending them",
+                                spec.slug, w.name, pending.isoformat())
+                    todo.append((spec.slug, w))
     if deployed and later:
         for spec, w in later:
             with session_scope(settings.database_url) as s:
@@ -626,16 +669,20 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
     results = []
     for slug, w in todo:
         with tags(*wave_tags(slug, w.name, w.spec.channels)):
-            result = wave_flow(slug, w.name, now,
-                               follow_up_deployment=wave_deployment if deployed else None)
+            result = run_wave(slug, w.name, now,
+                              follow_up_deployment=wave_deployment if deployed else None)
         results.append(result)
         report.append({"event": slug, "wave": w.name,
-                       "action": "sent: " + (", ".join(f"{k} {v}" for k, v in
-                                                       sorted(result.get("sent", {}).items()))
-                                             or "nothing due")})
+                       "action": f"failed: {result['failed']}" if "failed" in result else
+                       "sent: " + (", ".join(f"{k} {v}" for k, v in
+                                             sorted(result.get("sent", {}).items()))
+                                   or "nothing due")})
+    failed = [f"{r['event']} {r['wave']}" for r in results if "failed" in r]
     create_table_artifact(key="daily-reminders", table=report or [
         {"event": "-", "wave": "-", "action": "no reminder or missed wave today"}],
         description=f"Daily run of {clock:%Y-%m-%d %H:%M} UTC: reminders and caught-up waves")
+    if failed:  # the other events still ran; the day's run says which did not
+        return Failed(message="failed: " + ", ".join(failed))
     return results
 
 

@@ -300,6 +300,17 @@ def main() -> None:
     except UserError as exc:
         err.print("[red]error:[/] " + escape(str(exc)), highlight=False)
         sys.exit(2)
+    except Exception as exc:
+        # a provider's settings refused (a revoked key) or a flow run that ended Failed with
+        # its reason: one line, the run's log has the rest
+        from prefect.exceptions import FailedRun
+
+        from channels.base import ConfigurationError
+
+        if not isinstance(exc, FailedRun | ConfigurationError):
+            raise
+        err.print("[red]error:[/] " + escape(str(exc)), highlight=False)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

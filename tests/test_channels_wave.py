@@ -186,3 +186,26 @@ def test_a_wrong_credential_stops_the_channel_and_the_messages_wait_for_the_fix(
         send_batch(batch, later, settings)
     assert sorted(m["to"][0] for m in fakes["email"].received) == ["anna@example.org",
                                                                    "boris@example.org"]
+
+
+def test_a_wave_with_a_wrong_key_ends_failed_in_one_line_and_the_daily_run_catches_it_up(
+        prefect_api: None, fakes: dict, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.exceptions import FailedRun
+
+    from flows.campaign import reminder_flow
+
+    seed(store)
+    monkeypatch.setenv("PROMO_SENDGRID_API_KEY", "SG.revoked")
+    reset_settings()
+    with pytest.raises(FailedRun, match="email: SendGrid 401.*stay planned"):
+        wave_flow("python-meetup-74", "announce", ANNOUNCE.isoformat())
+    assert fakes["email"].received == []
+    others = {name: len(f.received) for name, f in fakes.items() if name != "email"}
+    assert any(others.values())  # the other channels went as usual
+
+    monkeypatch.setenv("PROMO_SENDGRID_API_KEY", "SG.wave-key")
+    reset_settings()
+    reminder_flow((ANNOUNCE + timedelta(hours=1)).isoformat(), schedule=False)
+    assert sorted(m["to"][0] for m in fakes["email"].received) == ["anna@example.org",
+                                                                   "boris@example.org"]
+    assert {name: len(f.received) for name, f in fakes.items() if name != "email"} == others
