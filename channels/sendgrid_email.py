@@ -9,6 +9,7 @@ carrying the ledger key (SendGrid echoes them in its Event Webhook). The reply's
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 from email.utils import parseaddr
@@ -18,7 +19,12 @@ from typing import ClassVar
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
+    Attachment,
     CustomArg,
+    Disposition,
+    FileContent,
+    FileName,
+    FileType,
     From,
     Header,
     Mail,
@@ -61,6 +67,10 @@ class SendGridEmail(Channel):
             mail.header = Header(name, value)
         mail.custom_arg = CustomArg("promo_key", m.key)
         mail.custom_arg = CustomArg("promo_message_id", str(m.id))
+        for filename, content_type, data in m.attachments:  # the .ics invitation
+            mail.attachment = Attachment(FileContent(base64.b64encode(data).decode()),
+                                         FileName(filename), FileType(content_type),
+                                         Disposition("attachment"))
         if self.sandbox:
             settings = MailSettings()
             settings.sandbox_mode = SandBoxMode(True)

@@ -87,3 +87,19 @@ def test_sendgrid_sandbox_mode_sends_nothing(fake: FakeSendGrid) -> None:
     [result] = adapter(fake, sandbox=True).deliver([email()])
     assert result.ok and result.provider_message_id is None
     assert fake.received == [] and len(fake.sandboxed) == 1
+
+
+def test_sendgrid_email_carries_the_calendar_invitation(fake: FakeSendGrid) -> None:
+    import base64
+
+    ics = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n"
+    m = email()
+    m.attachments = [("python-meetup-74.ics", "text/calendar", ics)]
+    channel = adapter(fake)
+    [result] = channel.deliver([m])
+    assert result.ok
+    [mail] = fake.received
+    [attachment] = mail["attachments"]
+    assert (attachment["filename"], attachment["type"], attachment["disposition"]) == (
+        "python-meetup-74.ics", "text/calendar", "attachment")
+    assert base64.b64decode(attachment["content"]) == ics

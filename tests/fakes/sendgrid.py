@@ -64,6 +64,7 @@ class FakeSendGrid(FakeProvider):
         item = {"from": mail["from"]["email"], "subject": mail.get("subject"),
                 "content": {c["type"]: c["value"] for c in mail["content"]},
                 "headers": mail.get("headers", {}), "custom_args": mail.get("custom_args", {}),
+                "attachments": mail.get("attachments", []),
                 "personalizations": mail["personalizations"],
                 "to": [t["email"] for p in mail["personalizations"] for t in p["to"]]}
         if mail.get("mail_settings", {}).get("sandbox_mode", {}).get("enable"):
@@ -83,6 +84,11 @@ class FakeSendGrid(FakeProvider):
             return "The from object must be provided for every email send.", "from"
         if not _EMAIL.match(sender["email"]):
             return "The from email does not contain a valid address.", "from.email"
+        for i, a in enumerate(mail.get("attachments") or []):
+            if not a.get("content"):
+                return "The attachment content is required.", f"attachments.{i}.content"
+            if not a.get("filename"):
+                return "The attachment filename is required.", f"attachments.{i}.filename"
         people = mail.get("personalizations")
         if not people:
             return ("The personalizations field is required and must have at least one "
