@@ -74,6 +74,7 @@ class _BotLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.bot: Bot | None = None
+        self._requests: list[HTTPXRequest] = []
 
     def run(self, make: Any) -> Any:
         """Run `make(bot)` (a coroutine) on the bot's loop and wait for its result."""
@@ -86,7 +87,10 @@ class _BotLoop:
                 request = HTTPXRequest(connection_pool_size=self.pool,
                                        read_timeout=self.timeout, write_timeout=self.timeout,
                                        connect_timeout=self.timeout, pool_timeout=self.timeout)
-                self.bot = Bot(self.token, base_url=self.base_url, request=request)
+                # ours to close: an uninitialized Bot's shutdown() closes nothing
+                self._requests = [request, HTTPXRequest(connection_pool_size=1)]
+                self.bot = Bot(self.token, base_url=self.base_url, request=request,
+                               get_updates_request=self._requests[1])
             loop, bot = self._loop, self.bot
         coro: Coroutine[Any, Any, Any] = make(bot)
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -97,7 +101,14 @@ class _BotLoop:
             self._loop = self._thread = self.bot = None
         if loop is None:
             return
-        asyncio.run_coroutine_threadsafe(bot.shutdown(), loop).result()
+        requests, self._requests = self._requests, []
+
+        async def shutdown() -> None:
+            await bot.shutdown()
+            for request in requests:
+                await request.shutdown()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join()

@@ -104,3 +104,17 @@ def test_the_bot_token_stays_out_of_logs_and_errors(fake: FakeTelegram,
     assert any("sendMessage" in r.getMessage() for r in caplog.records)  # httpx logged them
     assert TOKEN not in caplog.text
     assert all(TOKEN not in str(r.error) for r in results if r.error)
+
+
+def test_closing_the_adapter_closes_its_http_connections() -> None:
+    """An uninitialized Bot's shutdown() closes nothing: the adapter closes its clients."""
+    from channels.telegram import _BotLoop
+
+    loop = _BotLoop("123:abc", "http://127.0.0.1:9/bot", 2, 4)
+
+    async def the_bot(bot):
+        return bot
+
+    bot = loop.run(the_bot)
+    loop.close()
+    assert [r._client.is_closed for r in bot._request] == [True, True]
