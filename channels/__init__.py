@@ -114,11 +114,40 @@ def live_channel(name: str, settings: Settings) -> Channel | None:
     return None
 
 
+def _missing(name: str, s: Settings) -> str | None:
+    """The settings a partly set-up provider still lacks for `name`, or None when the
+    provider is not set up at all (then the outbox is meant) or is complete."""
+    if name in ("sms", "voice") and (s.twilio_account_sid or s.twilio_auth_token):
+        need = [k for k in ("twilio_account_sid", "twilio_auth_token") if not getattr(s, k)]
+        if name == "sms" and not (s.twilio_from or s.twilio_messaging_service_sid):
+            need.append("twilio_from or twilio_messaging_service_sid")
+        if name == "voice" and not s.twilio_from:
+            need.append("twilio_from (calls need a number; a Messaging Service cannot call)")
+        return ", ".join(need) or None
+    if name in ("vk", "vk_wall") and (s.vk_group_token or s.vk_user_token):
+        need = (["vk_group_token"] if name == "vk" and not s.vk_group_token else
+                [k for k in ("vk_user_token", "vk_group_id") if not getattr(s, k)]
+                if name == "vk_wall" else [])
+        return ", ".join(need) or None
+    if name == "telegram_channel" and s.telegram_bot_token and not s.telegram_channel:
+        return "telegram_channel (the channel to post to, e.g. @my_meetups)"
+    return None
+
+
 def get_channel(name: str, settings: Settings, logger: logging.Logger | None = None) -> Channel:
-    """The live adapter when configured, otherwise the outbox (said once per process)."""
+    """The live adapter when configured, otherwise the outbox (said once per process).
+
+    A provider set up only in part is a mistake, not a wish for the outbox: recording the
+    messages as sent while they went nowhere would be worse than stopping.
+    """
     channel = live_channel(name, settings)
     if channel is not None:
         return channel
+    missing = _missing(name, settings)
+    if missing:
+        raise ConfigurationError(
+            f"{name}: the provider is set up only in part; set {missing} "
+            f"(or unset its other settings to write to the outbox)")
     if name not in _warned:
         _warned.add(name)
         (logger or log).info(

@@ -104,3 +104,18 @@ def test_webhook_signatures_are_checked_with_the_secret_blocks_value(prefect_api
 
     forged = RequestValidator(literal_token).compute_signature(url, dict(params))
     assert not signature_ok(s, url, params, {"X-Twilio-Signature": forged})
+
+
+@pytest.mark.parametrize("name, settings, missing", [
+    ("telegram_channel", {"telegram_bot_token": "123:abc"}, "set telegram_channel"),
+    ("voice", {"twilio_account_sid": SID, "twilio_auth_token": "t",
+               "twilio_messaging_service_sid": "MG" + "1" * 32}, "set twilio_from"),
+    ("sms", {"twilio_account_sid": SID}, "set twilio_auth_token, twilio_from or"),
+    ("vk_wall", {"vk_group_token": "g"}, "set vk_user_token, vk_group_id"),
+])
+def test_a_provider_set_up_in_part_stops_instead_of_writing_to_the_outbox(
+        name: str, settings: dict, missing: str) -> None:
+    with pytest.raises(ConfigurationError, match=missing):
+        get_channel(name, Settings(_env_file=None, **settings))
+    # with nothing of the provider set, the outbox is what the operator means
+    assert not get_channel(name, Settings(_env_file=None)).live
