@@ -72,6 +72,7 @@ WHEN_FORMAT = {"ru": "{date}, {time} ({zone})", "en": "{date}, {time} ({zone} ti
 
 SAMPLE_NAMES = {"ru": "Константин", "en": "Christopher"}
 SAMPLE_FAR_ZONE = "Asia/Kamchatka"
+SAMPLE_ODD_ZONE = "Asia/Kathmandu"  # UTC+5:45: the longest zone label
 
 
 class TemplateProblem(UserError):
@@ -406,14 +407,16 @@ def check_limits(channel: str, lang: str, rendered: Rendered, ctx: dict,
 # -- plan-time checks and the cost estimate ------------------------------------------------
 
 def sample_context(event: EventSpec, wave: str, channel: str, lang: str,
-                   settings: Settings, tz: str | None = None) -> dict[str, Any]:
+                   settings: Settings, tz: str | None = None,
+                   name: str | None = None) -> dict[str, Any]:
     """The context of a sample contact, in the event's zone unless `tz` says otherwise (no
     contact for a public post)."""
     from audiences.tokens import unsubscribe_url
 
     broadcast = channel in BROADCAST_CHANNELS
     return context(
-        event, wave, channel, name=None if broadcast else SAMPLE_NAMES.get(lang, "Sample"),
+        event, wave, channel,
+        name=None if broadcast else name or SAMPLE_NAMES.get(lang, "Sample"),
         tz=None if broadcast else tz or event.timezone, lang=lang,
         unsubscribe_url=unsubscribe_url(settings, 1_000_000, channel) if channel == "email"
         else None,
@@ -435,8 +438,11 @@ def sample_check(event: EventSpec, waves: dict[str, list[str]], override: str | 
     before anything is sent. Raises TemplateProblem naming the file and line; returns the
     samples by (wave, channel, language)."""
     settings = settings or get_settings()
-    # a contact in another zone reads it with the zone named: a longer text
+    # the longest texts a real contact can get: their zone named (a far one, and one with
+    # half hours: "МСК+2:45"), and a name that is not in the language's alphabet (a Cyrillic
+    # name turns an English SMS into UCS-2, which fits half as much)
     far = SAMPLE_FAR_ZONE if event.timezone != SAMPLE_FAR_ZONE else "Europe/Moscow"
+    worst = [(tz, name) for tz in (far, SAMPLE_ODD_ZONE) for name in SAMPLE_NAMES.values()]
     samples: dict[tuple[str, str, str], Rendered] = {}
     for wave, channels in waves.items():
         for channel in channels:
@@ -444,8 +450,10 @@ def sample_check(event: EventSpec, waves: dict[str, list[str]], override: str | 
                 ctx = sample_context(event, wave, channel, lang, settings)
                 samples[(wave, channel, lang)] = render(event, wave, channel, lang, ctx,
                                                         override, settings)
-                if channel not in BROADCAST_CHANNELS:
-                    ctx = sample_context(event, wave, channel, lang, settings, tz=far)
+                if channel in BROADCAST_CHANNELS:
+                    continue
+                for tz, name in worst:
+                    ctx = sample_context(event, wave, channel, lang, settings, tz=tz, name=name)
                     render(event, wave, channel, lang, ctx, override, settings)
     return samples
 

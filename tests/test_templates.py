@@ -480,3 +480,19 @@ def test_the_sms_short_link_redirects_to_the_tagged_page(store: Path):
             "&utm_campaign=python-meetup-74&utm_content=last_call")
         assert client.get("/go/python-meetup-99/sms/last_call").status_code == 404
         assert client.get("/go/python-meetup-74/fax/last_call").status_code == 404
+
+
+def test_the_sms_check_covers_a_cyrillic_name_in_an_english_sms(tmp_path) -> None:
+    """140 GSM characters and a name fit one segment with "Christopher"; with "Константин"
+    the SMS turns UCS-2 and needs three: refused at plan time, not failed at send time."""
+    from channels.render import TemplateProblem, sample_check
+    from flows.events import parse_event
+    from tests.helpers import EVENT_TEMPLATE
+
+    folder = tmp_path / "tpl" / "announce"
+    folder.mkdir(parents=True)
+    (folder / "sms.en.txt.j2").write_text("x" * 140 + " {{ contact.name }}\n")
+    spec = parse_event(EVENT_TEMPLATE.format(slug="odd-sms",
+                                             starts_at="2027-03-10T19:00:00+03:00"))
+    with pytest.raises(TemplateProblem, match="3 segments"):
+        sample_check(spec, {"announce": ["sms"]}, str(tmp_path / "tpl"))
