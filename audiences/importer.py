@@ -126,7 +126,6 @@ MEETUP = Layout(
 )
 
 LAYOUTS = {layout.name: layout for layout in (GENERIC, TIMEPAD, MEETUP)}
-ADDRESS_COLUMNS = ("email", "phone", "vk_id", "telegram_chat_id")
 
 _YES = {"да", "yes", "y", "true", "1", "+", "x", "✓", "✔", "посетил", "посетила", "пришел",
         "пришла", "был", "была", "attended", "present", "checked in", "showed up"}
@@ -328,7 +327,7 @@ class RowReader:
         return self.header[self.index[f]].strip().lstrip("\ufeff") or f
 
     def missing_addresses(self) -> bool:
-        return not any(f in self.index for f in ADDRESS_COLUMNS)
+        return not any(f in self.index for f in ADDRESS_KINDS)
 
     def _cell(self, cells: list[str], f: str) -> str | None:
         i = self.index.get(f)
@@ -468,10 +467,10 @@ class RowReader:
             elif row.attended is None and any(word in s for word in _ATTENDED_STATUS):
                 row.attended = not s.startswith("не ")
 
-        if not any(getattr(row, f) is not None for f in ADDRESS_COLUMNS) and not any(
-                p.column in {self.column(f) for f in ADDRESS_COLUMNS if f in self.index}
+        if not any(getattr(row, f) is not None for f in ADDRESS_KINDS) and not any(
+                p.column in {self.column(f) for f in ADDRESS_KINDS if f in self.index}
                 for p in problems):
-            present = ", ".join(self.column(f) for f in ADDRESS_COLUMNS if f in self.index)
+            present = ", ".join(self.column(f) for f in ADDRESS_KINDS if f in self.index)
             problems.append(Problem(line, ROW, f"no address: give at least one of {present}"))
         return (None if problems else row), problems
 
@@ -541,7 +540,7 @@ def read_rows(path: Path, *, layout_name: str | None, encoding: str | None, regi
     # header notes carry line 1 of the data; shift them to the header's real line
     report.notes += [replace(n, line=first_line) for n in rows_reader.notes]
     if rows_reader.missing_addresses():
-        wanted = sorted({n for f in ADDRESS_COLUMNS for n in layout.columns.get(f, ())})
+        wanted = sorted({n for f in ADDRESS_KINDS for n in layout.columns.get(f, ())})
         raise UserError(
             f"{path}:{first_line}: no address column for the {layout.name} format: expected "
             f"one of {', '.join(wanted)}; the header has {', '.join(map(repr, header))}"
@@ -570,7 +569,7 @@ def read_rows(path: Path, *, layout_name: str | None, encoding: str | None, regi
             report.problems += problems
         elif row is not None:
             rows.append(row)
-        if progress is not None and report.rows % 20_000 == 0:
+        if progress is not None and report.rows % PROGRESS_FROM == 0:
             progress(f"checked {report.rows:,} rows")
     return rows
 

@@ -20,19 +20,20 @@ import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy import Text, cast, delete, select
+from sqlalchemy import Text, cast, delete, or_, select
 from sqlalchemy.orm import Session
 
 from audiences.contacts import (
     ADDRESS_KINDS,
     CHANNELS,
     AddressError,
+    find_contact,
     normalize_email,
     normalize_phone,
     normalize_telegram_chat_id,
     normalize_vk_id,
 )
-from audiences.segments import ADDRESS_FIELD, channel_block
+from audiences.segments import ADDRESS_FIELD, contact_block
 from promo.db.models import (
     Consent,
     Contact,
@@ -122,13 +123,14 @@ def parse_identifier(text: str) -> tuple[str, str | int]:
 
 
 def find_person(session: Session, text: str) -> Contact | None:
-    kind, value = parse_identifier(text)
-    if kind == "id":
-        return session.get(Contact, value)
-    return session.scalar(select(Contact).where(getattr(Contact, kind) == value))
+    return _person(session, *parse_identifier(text))
 
 
-def _person_or_error(session: Session, text: str) -> Contact:
+def _person(session: Session, kind: str, value: str | int) -> Contact | None:
+    return session.get(Contact, value) if kind == "id" else find_contact(session, kind, value)
+
+
+def person_or_error(session: Session, text: str) -> Contact:
     contact = find_person(session, text)
     if contact is None:
         raise UserError(f"{text!r}: no such contact")
@@ -150,9 +152,7 @@ def _consents(contact: Contact, rows: list[Consent]) -> list[dict]:
         has_address = getattr(contact, ADDRESS_FIELD[channel]) is not None
         if r is None and not has_address:
             continue
-        block = channel_block(has_address, r.granted_at if r else None,
-                              r.withdrawn_at if r else None, r.unreachable_at if r else None,
-                              contact.opted_out_at)
+        block = contact_block(contact, r, channel)
         out.append({
             "channel": channel,
             "can_send": block is None,
@@ -187,7 +187,7 @@ def _basics(contact: Contact) -> dict:
 def show(session: Session, text: str) -> dict:
     """Everything stored about one person: addresses, topics, consents, registrations and every
     message decision the ledger holds for them."""
-    contact = _person_or_error(session, text)
+    contact = person_or_error(session, text)
     cid = contact.id
     topics = sorted(session.scalars(select(ContactTopic.topic).where(ContactTopic.contact_id == cid)))
     consents = list(session.scalars(select(Consent).where(Consent.contact_id == cid)))
@@ -255,7 +255,7 @@ def forget(session: Session, text: str, now: datetime | None = None) -> dict:
     """
     now = now or datetime.now(UTC)
     kind, value = parse_identifier(text)
-    contact = find_person(session, text)
+    contact = _person(session, kind, value)
     if contact is None and kind == "id":
         raise UserError(f"{text!r}: no such contact")
     key = tombstone_key(session, create=True)
@@ -263,30 +263,23 @@ def forget(session: Session, text: str, now: datetime | None = None) -> dict:
     if contact is None:
         _bury(session, key, kind, value, now)
         return {"contact_id": None, "tombstones": [kind]}
-    buried = []
-    for k in ADDRESS_KINDS:
-        address = getattr(contact, k)
-        if address is not None:
-            _bury(session, key, k, address, now)
-            buried.append(k)
+    held = {k: getattr(contact, k) for k in ADDRESS_KINDS if getattr(contact, k) is not None}
+    for k, address in held.items():
+        _bury(session, key, k, address, now)
     cid = contact.id
-    addresses = [str(getattr(contact, k)) for k in ADDRESS_KINDS if getattr(contact, k)]
     session.expunge(contact)
-    # the database cascades topics, consents and registrations, and unlinks ledger rows
-    for table in (ContactTopic, Consent, Registration):
-        session.execute(delete(table).where(table.contact_id == cid))
     # nothing still waiting goes out to a person who asked to be forgotten
     session.execute(Message.__table__.update().where(
         Message.contact_id == cid, Message.status.in_(("planned", "deferred")))
         .values(status="suppressed", reason="contact forgotten"))
-    session.execute(Message.__table__.update().where(Message.contact_id == cid)
-                    .values(contact_id=None))
     # providers' raw reports (webhooks) may carry the addresses: keep only that they came
-    for address in addresses:
-        session.execute(WebhookEvent.__table__.update().where(
-            cast(WebhookEvent.raw, Text).contains(address)
-            | cast(WebhookEvent.normalized, Text).contains(address))
+    if held:
+        raw, normalized = cast(WebhookEvent.raw, Text), cast(WebhookEvent.normalized, Text)
+        session.execute(WebhookEvent.__table__.update().where(or_(*(
+            column.contains(str(address)) for address in held.values()
+            for column in (raw, normalized))))
             .values(raw={"forgotten": True}, normalized={"forgotten": True}))
+    # the database cascades topics, consents and registrations, and unlinks ledger rows
     session.execute(delete(Contact).where(Contact.id == cid))
     session.flush()
-    return {"contact_id": cid, "tombstones": buried}
+    return {"contact_id": cid, "tombstones": list(held)}

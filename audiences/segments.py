@@ -45,15 +45,31 @@ def channel_block(
     return None
 
 
-def _segment_filter(event: Event):
+def contact_block(contact: Contact, consent: Consent | None, channel: str) -> str | None:
+    """`channel_block` for a stored contact and their consent row on `channel` (or None)."""
+    return channel_block(
+        getattr(contact, ADDRESS_FIELD[channel]) is not None,
+        consent.granted_at if consent else None,
+        consent.withdrawn_at if consent else None,
+        consent.unreachable_at if consent else None,
+        contact.opted_out_at,
+    )
+
+
+def _followers_or_attendees(event: Event):
+    """Contacts who follow the event's topic or attended an earlier event of it."""
     follows = select(ContactTopic.contact_id).where(ContactTopic.topic == event.topic)
     attended = (
         select(Registration.contact_id)
         .join(Event, Event.id == Registration.event_id)
         .where(Event.topic == event.topic, Registration.attended.is_(True), Event.id != event.id)
     )
+    return or_(Contact.id.in_(follows), Contact.id.in_(attended))
+
+
+def _segment_filter(event: Event):
     registered = select(Registration.contact_id).where(Registration.event_id == event.id)
-    return or_(Contact.id.in_(follows), Contact.id.in_(attended), Contact.id.in_(registered))
+    return or_(_followers_or_attendees(event), Contact.id.in_(registered))
 
 
 def _standing_sql():
@@ -125,6 +141,7 @@ def load_recipients(
     *,
     registrants_only: bool,
     exclude: set[int] | frozenset[int] = frozenset(),
+    only: int | None = None,
 ) -> list[Recipient]:
     """The wave's audience with each channel's standing.
 
@@ -134,6 +151,9 @@ def load_recipients(
     """
     registrants = select(Registration.contact_id).where(Registration.event_id == event.id)
     where = Contact.id.in_(registrants) if registrants_only else _segment_filter(event)
+    if only is not None:  # one person's standing (`promo why`), not the whole audience's
+        where = and_(where, Contact.id == only)
+        registrants = registrants.where(Registration.contact_id == only)
     registered = set(session.scalars(registrants))
     return [
         Recipient(cid, tz, blocked, cid in registered)
@@ -147,14 +167,7 @@ def wave_audience(session: Session, event: Event, channels: list[str]) -> list[i
     who follow the event's topic or attended an earlier event of that topic, and whom at
     least one of the wave's direct channels can reach now (consent, no opt-out, an address).
     """
-    follows = select(ContactTopic.contact_id).where(ContactTopic.topic == event.topic)
-    attended = (
-        select(Registration.contact_id)
-        .join(Event, Event.id == Registration.event_id)
-        .where(Event.topic == event.topic, Registration.attended.is_(True), Event.id != event.id)
-    )
-    where = or_(Contact.id.in_(follows), Contact.id.in_(attended))
-    return [cid for cid, _, blocked in _standings(session, where, channels)
+    return [cid for cid, _, blocked in _standings(session, _followers_or_attendees(event), channels)
             if any(why is None for why in blocked.values())]
 
 

@@ -41,7 +41,7 @@ def _location(event: EventSpec, lang: str, url: str | None) -> str:
 
 
 def event_ics(event: EventSpec, lang: str, registration_url: str, url: str | None = None,
-              now: datetime | None = None) -> bytes:
+              ) -> bytes:
     """One VEVENT in the event's zone; `registration_url` and `url` as the message links them
     (with their UTM tags)."""
     zone = event.zone
@@ -54,7 +54,7 @@ def event_ics(event: EventSpec, lang: str, registration_url: str, url: str | Non
     cal.add("method", "PUBLISH")
     entry = CalendarEvent()
     entry.add("uid", f"{event.slug}@event-promo")
-    entry.add("dtstamp", (now or datetime.now(UTC)).astimezone(UTC))
+    entry.add("dtstamp", datetime.now(UTC))
     entry.add("dtstart", start)
     entry.add("dtend", end)
     entry.add("summary", event.title)

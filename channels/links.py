@@ -9,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from channels.render import SHORT_LINK_PATH, resolve_short_link
-from flows.events import WAVES, EventSpec
+from flows.events import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES, EventSpec
 from promo.settings import Settings
 
 __all__ = ["SHORT_LINK_PATH", "short_link_redirect"]
 
-CHANNELS = ("email", "sms", "voice", "vk", "telegram", "vk_wall", "telegram_channel")
+CHANNELS = (*DIRECT_CHANNELS, *BROADCAST_CHANNELS)
 
 
 def _event(settings: Settings, slug: str) -> EventSpec | None:

@@ -26,11 +26,11 @@ from channels.render import (
     sample_context,
 )
 from channels.sms_segments import encoding
-from flows.events import BROADCAST_CHANNELS, WAVES, load_event
+from flows.events import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES, load_event
 from promo.errors import UserError
 from promo.settings import get_settings
 
-CHANNELS = ("email", "sms", "voice", "vk", "telegram", "vk_wall", "telegram_channel")
+CHANNELS = (*DIRECT_CHANNELS, *BROADCAST_CHANNELS)
 
 
 def preview(

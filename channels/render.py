@@ -432,8 +432,7 @@ def sample_languages(event: EventSpec, channel: str, settings: Settings) -> tupl
 
 
 def sample_check(event: EventSpec, waves: dict[str, list[str]], override: str | None = None,
-                 now: datetime | None = None, settings: Settings | None = None,
-                 ) -> dict[tuple[str, str, str], Rendered]:
+                 settings: Settings | None = None) -> dict[tuple[str, str, str], Rendered]:
     """Render every template the campaign will use, for a sample contact in each language,
     before anything is sent. Raises TemplateProblem naming the file and line; returns the
     samples by (wave, channel, language)."""

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from audiences.contacts import mark_unreachable, withdraw_consent
-from audiences.segments import ADDRESS_FIELD, channel_block
+from audiences.segments import ADDRESS_FIELD, contact_block
 from audiences.tokens import unsubscribe_url
 from channels import get_channel
 from channels.base import (
@@ -122,14 +122,7 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
             set_("suppressed", "registered")
             continue
         address = getattr(contact, ADDRESS_FIELD[row.channel])
-        consent = consents.get((contact.id, row.channel))
-        blocked = channel_block(
-            address is not None,
-            consent.granted_at if consent else None,
-            consent.withdrawn_at if consent else None,
-            consent.unreachable_at if consent else None,
-            contact.opted_out_at,
-        )
+        blocked = contact_block(contact, consents.get((contact.id, row.channel)), row.channel)
         if blocked:
             set_("suppressed", blocked)
             continue
@@ -241,16 +234,20 @@ def _record(results, settings: Settings, claimed: list[Claimed]) -> None:
         return
     by_id = {c.message_id: c for c in claimed}
     stamp = utcnow()
+    rows = []
+    for message_id, status, reason, provider_id, _error in results:
+        values = {"id": message_id, "status": status, "reason": reason, "updated_at": stamp}
+        if status == "sent" and reason is None:
+            del values["reason"]  # keep "held by quiet hours ..." from the claim
+        if provider_id:
+            values["provider_message_id"] = provider_id
+        if status in ("failed", "planned"):
+            values["sent_at"] = None  # a failed message does not count for caps
+        rows.append(values)
     with session_scope(settings.database_url) as s:
-        for message_id, status, reason, provider_id, error in results:
-            values = {"status": status, "reason": reason, "updated_at": stamp}
-            if status == "sent" and reason is None:
-                del values["reason"]  # keep "held by quiet hours ..." from the claim
-            if provider_id:
-                values["provider_message_id"] = provider_id
-            if status in ("failed", "planned"):
-                values["sent_at"] = None  # a failed message does not count for caps
-            s.execute(update(Message).where(Message.id == message_id).values(**values))
+        # one executemany per kind of row (by primary key), not a statement per message
+        s.execute(update(Message), rows)
+        for message_id, _status, _reason, _provider_id, error in results:
             c = by_id.get(message_id)
             if isinstance(error, PermanentError) and c and c.contact_id is not None:
                 _mark_contact(s, c.contact_id, c.channel, error, stamp)

@@ -52,50 +52,29 @@ class _HttpClient(TwilioHttpClient):
         return response
 
 
-class TwilioClients:
+def twilio_clients(account_sid: str, auth_token: str, *, base_url: str | None,
+                   timeout: float) -> PerThread:
     """One SDK client per sending thread (its HTTP client remembers the last reply)."""
+    def make() -> Client:
+        client = Client(account_sid, auth_token, http_client=_HttpClient(timeout=timeout))
+        if base_url:
+            client.api.base_url = base_url.rstrip("/")
+        return client
 
-    def __init__(self, account_sid: str, auth_token: str, *, base_url: str | None,
-                 timeout: float) -> None:
-        def make() -> Client:
-            client = Client(account_sid, auth_token, http_client=_HttpClient(timeout=timeout))
-            if base_url:
-                client.api.base_url = base_url.rstrip("/")
-            return client
-
-        self._clients = PerThread(make, lambda c: c.http_client.session.close())
-
-    def get(self) -> Client:
-        return self._clients.get()
-
-    def close(self) -> None:
-        self._clients.close()
+    return PerThread(make, lambda c: c.http_client.session.close())
 
 
 def classify(exc: TwilioRestException, headers: dict[str, str] | None) -> ChannelError | ConfigurationError:
     """Twilio's error reply, as our error."""
     message = f"Twilio {exc.status} error {exc.code}: {exc.msg}"
     code, status = exc.code, exc.status
-    if status == 429 or code in RATE_LIMITED:
+    if status == 429 or code in RATE_LIMITED or status >= 500:
         return RetryableError(message, provider=PROVIDER, status=status, code=code,
                               retry_after=retry_hint(headers))
-    if status >= 500:
-        return RetryableError(message, provider=PROVIDER, status=status, code=code)
     if status in (401, 403) or code in CONFIGURATION:
         return ConfigurationError(message, provider=PROVIDER, status=status, code=code)
     return PermanentError(message, provider=PROVIDER, status=status, code=code,
                           opted_out=code in OPTED_OUT, unreachable=code in UNREACHABLE)
-
-
-def call_twilio(clients: TwilioClients, create: Any) -> Any:
-    """Run `create(client)`, turning every failure into our errors."""
-    client = clients.get()
-    try:
-        return create(client)
-    except TwilioRestException as exc:
-        raise classify(exc, client.http_client.last_headers) from None
-    except requests.RequestException as exc:
-        raise transport_error(exc, PROVIDER) from None
 
 
 def callback_url(base: str, key: str) -> str:
@@ -116,7 +95,7 @@ class TwilioChannel(Channel):
     the resource's SID. Subclasses build the call's fields and name the resource."""
 
     max_batch: ClassVar[int] = 1
-    clients: TwilioClients
+    clients: PerThread
 
     def request(self, m: OutgoingMessage) -> dict[str, Any]:
         raise NotImplementedError
@@ -126,9 +105,14 @@ class TwilioChannel(Channel):
 
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
         results = []
+        client = self.clients.get()
         for m in messages:
-            fields = self.request(m)
-            created = call_twilio(self.clients, lambda c, f=fields: self.create(c, f))
+            try:
+                created = self.create(client, self.request(m))
+            except TwilioRestException as exc:
+                raise classify(exc, client.http_client.last_headers) from None
+            except requests.RequestException as exc:
+                raise transport_error(exc, PROVIDER) from None
             results.append(SendResult(m.id, created.sid))
         return results
 
@@ -144,7 +128,7 @@ class TwilioSMS(TwilioChannel):
                  status_callback: str | None = None, timeout: float = 10.0) -> None:
         if not sender and not messaging_service_sid:
             raise ConfigurationError("sms: set twilio_from or twilio_messaging_service_sid")
-        self.clients = TwilioClients(account_sid, auth_token, base_url=base_url, timeout=timeout)
+        self.clients = twilio_clients(account_sid, auth_token, base_url=base_url, timeout=timeout)
         self.sender = sender
         self.messaging_service_sid = messaging_service_sid
         self.status_callback = status_callback

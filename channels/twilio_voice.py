@@ -14,7 +14,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from channels.base import ConfigurationError, OutgoingMessage
-from channels.twilio_sms import TwilioChannel, TwilioClients, callback_url, check_number
+from channels.twilio_sms import TwilioChannel, callback_url, check_number, twilio_clients
 
 # the languages <Say> speaks, by our contacts' language codes
 SAY_LANGUAGES = {"ru": "ru-RU", "en": "en-US"}
@@ -35,7 +35,7 @@ class TwilioVoice(TwilioChannel):
                  machine_detection: str | None = None, timeout: float = 10.0) -> None:
         if not sender:
             raise ConfigurationError("voice: calls need a number to call from (twilio_from)")
-        self.clients = TwilioClients(account_sid, auth_token, base_url=base_url, timeout=timeout)
+        self.clients = twilio_clients(account_sid, auth_token, base_url=base_url, timeout=timeout)
         self.sender = sender
         self.status_callback = status_callback
         self.machine_detection = machine_detection

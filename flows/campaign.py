@@ -131,7 +131,8 @@ def _reminder_run_name() -> str:
 def decide_task(event_slug: str, wave: str, now: str) -> dict[str, Any]:
     prepared = prepare_wave(event_slug, wave, parse_now(now), get_settings())
     return {"status": prepared.status, "note": prepared.note, "decided": prepared.new_decisions,
-            "interrupted": prepared.interrupted}
+            "interrupted": prepared.interrupted,
+            "scheduled_at": prepared.scheduled_at.isoformat() if prepared.scheduled_at else None}
 
 
 @task(name="send-batch", task_run_name="send {channel} batch of {size}")
@@ -158,14 +159,9 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
     settings = get_settings()
     clock = parse_now(now).isoformat()
     decided = decide_task(event_slug, wave, clock)
-    if decided["status"] == "early" and now is None:
-        # a scheduled run may start a moment before its time (the engine rounds, clocks
-        # drift): wait for the time rather than skip the wave
-        due = _wave_time(event_slug, wave)
-        if due - parse_now(None) <= EARLY_START_WAIT:
-            time.sleep(max((due - parse_now(None)).total_seconds(), 0) + 0.01)
-            clock = parse_now(None).isoformat()
-            decided = decide_task(event_slug, wave, clock)
+    if decided["status"] == "early" and now is None and _wait_until(decided["scheduled_at"]):
+        clock = parse_now(None).isoformat()
+        decided = decide_task(event_slug, wave, clock)
     if decided["status"] in ("dropped", "early"):
         logger.info("%s %s: %s", event_slug, wave, decided["note"])
         create_markdown_artifact(
@@ -178,13 +174,10 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
         # a follow-up run for held messages may also start a moment before their time
         with session_scope(settings.database_url) as s:
             held = next_due(s, find_event(s, event_slug).id, wave)
-        if held is not None and timedelta(0) < held - parse_now(None) <= EARLY_START_WAIT:
-            time.sleep((held - parse_now(None)).total_seconds() + 0.01)
+        if _wait_until(held):
             clock = parse_now(None).isoformat()
-    batches = due_batches(event_slug, wave, parse_now(clock), settings)
-    with session_scope(settings.database_url) as s:
-        channels = dict(s.execute(select(Message.id, Message.channel).where(
-            Message.id.in_([b[0] for b in batches]))).all()) if batches else {}
+    due = due_batches(event_slug, wave, parse_now(clock), settings)
+    batches = [ids for _, ids in due]
     total = sum(len(b) for b in batches)
     progress = create_progress_artifact(
         progress=0.0 if total else 100.0,
@@ -192,8 +185,7 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
         description=f"{event_slug}, {wave}: {total} messages due",
     )
     futures = []
-    for b in batches:
-        channel = channels.get(b[0], "?")
+    for channel, b in due:
         with tags(f"channel:{channel}"):
             futures.append(send_task.submit(b, clock, channel, len(b)))
     sizes = {f.task_run_id: len(b) for f, b in zip(futures, batches, strict=True)}
@@ -243,10 +235,16 @@ def run_wave(event_slug: str, wave: str, now: str | None, **kwargs: Any) -> dict
     return state.result()
 
 
-def _wave_time(event_slug: str, wave: str) -> datetime:
-    with session_scope(get_settings().database_url) as s:
-        spec = event_spec(find_event(s, event_slug))
-    return spec.wave_time(spec.campaign.waves()[wave])
+def _wait_until(at: datetime | str | None) -> bool:
+    """A scheduled run may start a moment before its time (a worker's prefetch, clocks
+    drift): sleep until then when it is at most EARLY_START_WAIT away. True if it slept."""
+    if at is None:
+        return False
+    ahead = parse_now(at) - parse_now(None)
+    if not timedelta(0) < ahead <= EARLY_START_WAIT:
+        return False
+    time.sleep(ahead.total_seconds() + 0.01)
+    return True
 
 
 def _schedule_held(event_slug: str, wave: str, at: datetime, deployment: str) -> str:
@@ -344,16 +342,14 @@ def _publish_summary(event_slug: str, wave: str, outcomes: dict[str, dict[str, i
 
 
 @flow(name="campaign", flow_run_name=_campaign_run_name)
-def campaign_flow(event_file: str, now: str | None = None, simulate_clock: bool = False,
-                  schedule: bool | None = None,
+def campaign_flow(event_file: str, now: str | None = None, schedule: bool | None = None,
                   wave_deployment: str = WAVE_DEPLOYMENT) -> dict[str, Any]:
     """Validate the event and its templates, store it, plan the waves and run or schedule them.
 
     - `schedule` (default: when this run comes from a deployment): schedule each wave as a
       run of `wave_deployment` at its send time; pending runs of a changed event are
       rescheduled, those of a cancelled (`cancelled: true`) or dropped wave cancelled.
-    - otherwise: run each wave that is due now, here. With `simulate_clock` (the demo) run
-      every wave "at" its time and release the messages held by quiet hours when they open.
+    - otherwise: run each wave that is due now, here.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -390,7 +386,7 @@ def campaign_flow(event_file: str, now: str | None = None, simulate_clock: bool 
                     w.send_at.astimezone(spec.zone).isoformat() if w.send_at else "-", w.note)
     results: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
-    if deployed and not simulate_clock:
+    if deployed:
         actions = _reconcile_wave_runs(spec, plan, event_id, wave_deployment, clock)
         _publish_schedule(spec, actions, cancelled=False)
         for a in actions:
@@ -398,11 +394,8 @@ def campaign_flow(event_file: str, now: str | None = None, simulate_clock: bool 
                         a["send_at"] or "-")
     else:
         for w in plan.active:
-            with tags(*wave_tags(spec.slug, w.name, w.spec.channels)):
-                if simulate_clock:
-                    results.append(run_wave(spec.slug, w.name, w.send_at.isoformat()))
-                    results.extend(_release_deferred(spec.slug, w.name, spec.starts_at))
-                elif w.send_at <= clock:
+            if w.send_at <= clock:
+                with tags(*wave_tags(spec.slug, w.name, w.spec.channels)):
                     results.append(run_wave(spec.slug, w.name, clock.isoformat()))
     failed = [r["failed"] for r in results if "failed" in r]
     if failed:
@@ -684,11 +677,6 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
     if failed:  # the other events still ran; the day's run says which did not
         return Failed(message="failed: " + ", ".join(failed))
     return results
-
-
-def format_outcomes(outcomes: dict[str, dict[str, int]]) -> list[str]:
-    return [f"{ch}: " + ", ".join(f"{k} {v}" for k, v in sorted(row.items()))
-            for ch, row in sorted(outcomes.items())]
 
 
 def all_outcomes(slug: str) -> dict[str, dict[str, dict[str, int]]]:

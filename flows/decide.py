@@ -16,9 +16,9 @@ from channels.rules import add_to_history, cap_violation, next_send_time
 from flows.events import BROADCAST_CHANNELS
 from promo.settings import Cap, SendWindow
 
-# what an outcome means to an organizer, in the order the plan shows them
-OUTCOMES = ("planned", "deferred", "sent", "delivered", "failed", "uncertain",
-            "capped", "suppressed", "dropped")
+# the outcomes of a decision and of its sending, in the order the plan shows them
+OUTCOMES = ("planned", "deferred", "sent", "delivered", "capped", "suppressed", "dropped",
+            "failed", "uncertain")
 
 
 class Recipient(NamedTuple):

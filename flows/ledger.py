@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from channels.rules import SENT_STATUSES
+from channels.rules import DIRECT, SENT_STATUSES
 from flows.decide import Decision
 from promo.db.models import Event, Message, utcnow
 
@@ -82,7 +82,7 @@ def record_decisions(
     for d in decisions:
         cid = d.contact_id
         rows.append((
-            f"{slug}/{wave}/{cid if cid is not None else 'broadcast'}/{d.channel}",
+            message_key(slug, wave, cid, d.channel),
             event_id, wave, cid, d.channel, d.status, d.reason, when(d.send_at), now,
             counts_for_caps and cid is not None, 0, now,
         ))
@@ -103,8 +103,6 @@ def load_histories(
 ) -> dict[int, dict[str, list[datetime]]]:
     """Each contact's messages that count for caps within `span` of `around`: those sent
     (or possibly sent) and, when predicting, those planned or deferred by other waves."""
-    from channels.rules import DIRECT
-
     lo, hi = around - span, around + span
     when = func.coalesce(Message.sent_at, Message.send_at)
     q = select(Message.contact_id, Message.channel, when).where(

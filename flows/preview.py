@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.segments import load_recipients
 from channels.render import LANGUAGES, content_estimate
 from flows.decide import Decision, decide_wave, summarize
 from flows.events import EventSpec
-from flows.ledger import decided_contacts, load_histories, wave_outcomes
+from flows.ledger import load_histories, wave_outcomes
 from flows.plan import CampaignPlan, plan_campaign
-from flows.wave import wave_rules
+from flows.wave import decide, wave_rules
 from promo.db.models import Contact, ContactTopic, Event, Message, Registration
 from promo.errors import UserError
 from promo.settings import Settings
@@ -96,19 +96,13 @@ def preview_campaign(session: Session, spec: EventSpec, now: datetime,
             "audience": 0,
         }
         if w.send_at is not None:
-            recorded = wave_outcomes(session, row.id, w.name) if row.id != -1 else {}
+            recorded = wave_outcomes(session, row.id, w.name)
             at = max(w.send_at, now)
             rules = wave_rules(spec, plan, w.name, at, settings)
-            if histories is None and span is not None:
-                histories = load_histories(session, at, span * 2)
-            exclude = decided_contacts(session, row.id, w.name) if row.id != -1 else set()
-            recipients = load_recipients(session, row, list(rules.channels),
-                                         registrants_only=not rules.promotional, exclude=exclude)
-            decisions = decide_wave(rules, recipients, histories if histories is not None else {})
-            if recorded:  # the public posts were decided with the wave
-                decisions = [d for d in decisions if d.contact_id is not None]
+            if histories is None:  # once, around the first wave: the campaign spans < 22 days
+                histories = load_histories(session, at, span * 2) if span else {}
+            decisions, entry["audience"] = decide(session, row, rules, histories)
             entry["outcomes"] = _merge(recorded, summarize(decisions))
-            entry["audience"] = len(recipients) + len(exclude)
             entry["predicted"] = not recorded
             entry["content"], entry["estimated_cost"] = _content(
                 spec, w.name, list(w.spec.channels), entry["outcomes"], settings, override)
@@ -116,22 +110,6 @@ def preview_campaign(session: Session, spec: EventSpec, now: datetime,
         waves.append(entry)
     return {"event": spec.slug, "title": spec.title, "starts_at": spec.starts_at.isoformat(),
             "now": now.isoformat(), "waves": waves}
-
-
-def find_contact(session: Session, ref: str) -> Contact:
-    """A contact by id, email or phone (as stored, E.164)."""
-    q = select(Contact)
-    if ref.isdigit():
-        q = q.where(Contact.id == int(ref))
-    else:
-        cleaned = ref.strip()
-        phone = "+" + "".join(ch for ch in cleaned if ch.isdigit()) if cleaned.startswith("+") else None
-        q = q.where(or_(Contact.email == cleaned.lower(), Contact.email == cleaned,
-                        Contact.phone == (phone or cleaned)))
-    contact = session.scalar(q)
-    if contact is None:
-        raise UserError(f"no contact {ref!r} (give an id, an email or a phone in +E.164 form)")
-    return contact
 
 
 @dataclass
@@ -158,7 +136,7 @@ def explain(session: Session, contact: Contact, spec: EventSpec, now: datetime,
     rows = session.execute(
         select(Message).where(Message.event_id == row.id, Message.contact_id == contact.id)
         .order_by(Message.id)
-    ).scalars().all() if row.id != -1 else []
+    ).scalars().all()
     decided = {m.wave for m in rows}
     for m in rows:
         out.append(Explanation(m.wave, m.channel, m.status, m.reason,
@@ -174,9 +152,8 @@ def explain(session: Session, contact: Contact, spec: EventSpec, now: datetime,
             continue
         at = max(w.send_at, now)
         rules = wave_rules(spec, plan, w.name, at, settings)
-        recipients = load_recipients(session, row, list(rules.channels),
-                                     registrants_only=not rules.promotional)
-        me = [r for r in recipients if r.id == contact.id]
+        me = load_recipients(session, row, list(rules.channels),
+                             registrants_only=not rules.promotional, only=contact.id)
         if not me:
             out.append(Explanation(w.name, None, "not in audience",
                                    _why_not_in_audience(session, contact, row, w.name),

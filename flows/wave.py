@@ -39,6 +39,7 @@ class PreparedWave:
     note: str = ""
     new_decisions: dict[str, dict[str, int]] = field(default_factory=dict)
     interrupted: int = 0
+    scheduled_at: datetime | None = None  # when an early run's wave is due
 
 
 def wave_rules(spec: EventSpec, plan: CampaignPlan, wave: str, send_at: datetime,
@@ -85,7 +86,8 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
         if now < wp.scheduled_at:
             return PreparedWave(
                 event_slug, wave, now, "early",
-                f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}")
+                f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}",
+                scheduled_at=wp.scheduled_at)
         interrupted = mark_interrupted(s, row.id, wave)
         if wp.send_at is None:
             # the wave ran and its time is over (a late run would drop it): no new decisions,
@@ -93,47 +95,50 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
             return PreparedWave(event_slug, wave, now, "held",
                                 "sending what the wave held for quiet hours", {}, interrupted)
         rules = wave_rules(spec, plan, wave, now, settings)
-        decisions = decide(s, row, rules, settings)
+        decisions, _ = decide(s, row, rules)
         record_decisions(s, row, wave, decisions, counts_for_caps=rules.counts_for_caps)
         return PreparedWave(event_slug, wave, now, wp.status, wp.note, summarize(decisions),
                             interrupted)
 
 
-def decide(session, event_row, rules: WaveRules, settings: Settings,
-           *, exclude_decided: bool = True) -> list[Decision]:
-    exclude = decided_contacts(session, event_row.id, rules.wave) if exclude_decided else set()
+def decide(session, event_row, rules: WaveRules,
+           histories: dict[int, dict[str, list[datetime]]] | None = None,
+           ) -> tuple[list[Decision], int]:
+    """The decisions for everyone of the wave's audience not decided yet, and the audience's
+    size. `histories` (the preview passes one across its waves) gains what is planned here."""
+    exclude = decided_contacts(session, event_row.id, rules.wave)
     recipients = load_recipients(
         session, event_row, list(rules.channels),
         registrants_only=not rules.promotional, exclude=exclude,
     )
-    span = max((c.window for c in rules.caps.values()), default=None)
-    histories = load_histories(session, rules.send_at, span) if span else {}
+    if histories is None:
+        span = max((c.window for c in rules.caps.values()), default=None)
+        histories = load_histories(session, rules.send_at, span) if span else {}
     decisions = decide_wave(rules, recipients, histories)
-    if exclude_decided and rules.broadcast_channels:
+    if rules.broadcast_channels:
         # a public post is decided once per wave, like everything else
-        keys = {message_key(rules.event_slug, rules.wave, None, c): c
-                for c in rules.broadcast_channels}
-        done = set(session.scalars(select(Message.key).where(Message.key.in_(keys))))
-        decisions = [d for d in decisions
-                     if d.contact_id is not None
-                     or message_key(rules.event_slug, rules.wave, None, d.channel) not in done]
-    return decisions
+        done = set(session.scalars(select(Message.channel).where(
+            Message.key.in_([message_key(rules.event_slug, rules.wave, None, c)
+                             for c in rules.broadcast_channels]))))
+        decisions = [d for d in decisions if d.contact_id is not None or d.channel not in done]
+    return decisions, len(recipients) + len(exclude)
 
 
-def due_batches(event_slug: str, wave: str, now: datetime, settings: Settings) -> list[list[int]]:
-    """The due messages, in batches of one channel each (a batch is one Prefect task)."""
+def due_batches(event_slug: str, wave: str, now: datetime,
+                settings: Settings) -> list[tuple[str, list[int]]]:
+    """The due messages as (channel, ids) batches of one channel each (one Prefect task)."""
     with session_scope(settings.database_url) as s:
         row = find_event(s, event_slug)
         due = due_messages(s, row.id, wave, now)
-    batches: list[list[int]] = []
+    batches: list[tuple[str, list[int]]] = []
     current: list[int] = []
-    channel = None
+    channel = ""
     for message_id, ch in due:
         if current and (ch != channel or len(current) >= settings.send_batch_size):
-            batches.append(current)
+            batches.append((channel, current))
             current = []
         current.append(message_id)
         channel = ch
     if current:
-        batches.append(current)
+        batches.append((channel, current))
     return batches

@@ -137,10 +137,6 @@ def run(
     console.print(outcome_table(f"{spec.slug}: messages so far", all_outcomes(spec.slug)))
 
 
-PLAN_COLUMNS = ("planned", "deferred", "sent", "delivered", "capped", "suppressed", "dropped",
-                "failed", "uncertain")
-
-
 @app.command()
 def plan(
     event_file: Annotated[Path, typer.Argument(help="the event YAML")],
@@ -149,6 +145,7 @@ def plan(
 ) -> None:
     """Preview the campaign without sending: per wave, when, channels and outcome counts."""
     from channels.render import override_folder, sample_check
+    from flows.decide import OUTCOMES
     from flows.events import load_event
     from flows.plan import plan_campaign
     from flows.preview import preview_campaign
@@ -181,7 +178,7 @@ def plan(
                 " (the reminder goes to those who registered)" if w["name"] == "reminder" else
                 " (no contact follows the topic or attended an event of it)"))
             continue
-        used = [c for c in PLAN_COLUMNS if any(r.get(c) for r in w["outcomes"].values())]
+        used = [c for c in OUTCOMES if any(r.get(c) for r in w["outcomes"].values())]
         table = Table(show_header=True)
         table.add_column("channel")
         for c in used:
@@ -214,8 +211,9 @@ def why(
     """Explain, for one person, every decision for an event with its reason."""
     from dataclasses import asdict
 
+    from audiences.privacy import person_or_error
     from flows.events import load_event
-    from flows.preview import explain, find_contact
+    from flows.preview import explain
     from flows.store import event_spec, find_event
     from promo.db import session_scope
     from promo.settings import get_settings
@@ -223,7 +221,7 @@ def why(
     clock = parse_time(now) or datetime.now(UTC)
     with session_scope() as s:
         spec = load_event(event) if event.endswith((".yaml", ".yml")) else event_spec(find_event(s, event))
-        person = find_contact(s, contact)
+        person = person_or_error(s, contact)
         person_id, person_name = person.id, person.name
         lines = explain(s, person, spec, clock, get_settings())
         s.rollback()  # an explanation changes nothing

@@ -167,8 +167,8 @@ def test_a_wrong_credential_stops_the_channel_and_the_messages_wait_for_the_fix(
     with session_scope() as s:
         email_ids = set(s.scalars(select(Message.id).where(Message.channel == "email",
                                                            Message.status == "planned")))
-    [email_batch] = [b for b in due_batches("python-meetup-74", "announce", ANNOUNCE, settings)
-                     if set(b) == email_ids]  # a batch holds one channel
+    [email_batch] = [b for _, b in due_batches("python-meetup-74", "announce", ANNOUNCE,
+                                                settings) if set(b) == email_ids]  # a batch holds one channel
     with pytest.raises(ConfigurationError, match="SendGrid 401"):
         send_batch(email_batch, ANNOUNCE, settings)
     with session_scope() as s:
@@ -182,7 +182,7 @@ def test_a_wrong_credential_stops_the_channel_and_the_messages_wait_for_the_fix(
     monkeypatch.setenv("PROMO_SENDGRID_API_KEY", "SG.wave-key")
     settings = reset_settings()
     later = ANNOUNCE + timedelta(minutes=30)
-    for batch in due_batches("python-meetup-74", "announce", later, settings):
+    for _, batch in due_batches("python-meetup-74", "announce", later, settings):
         send_batch(batch, later, settings)
     assert sorted(m["to"][0] for m in fakes["email"].received) == ["anna@example.org",
                                                                    "boris@example.org"]

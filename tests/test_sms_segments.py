@@ -24,6 +24,8 @@ from channels.sms_segments import encoding, segments
     ("😀" * 35 + "a", 2, "UCS-2"),  # 71 units
     ("Ж" * 69 + "😀", 2, "UCS-2"),  # 71 units, though 70 characters
     ("0" * 159 + "Ж", 3, "UCS-2"),  # one non-GSM character switches the whole text to UCS-2
+    ("Ж" * 66 + "😀" + "Ж" * 66, 3, "UCS-2"),  # 134 units, but a surrogate pair is not split
+    ("", 1, "GSM-7"),  # an empty body is still billed as one message
 ])
 def test_segments_follow_twilios_rules(text: str, expected_segments: int,
                                        expected_encoding: str) -> None:

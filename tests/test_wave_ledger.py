@@ -60,7 +60,7 @@ def run(slug: str, wave: str, now: datetime) -> Counter:
     settings = get_settings()
     prepare_wave(slug, wave, now, settings)
     total: Counter = Counter()
-    for batch in due_batches(slug, wave, now, settings):
+    for _, batch in due_batches(slug, wave, now, settings):
         total.update(send_batch(batch, now, settings))
     return total
 
@@ -116,7 +116,7 @@ def test_opt_out_between_plan_and_send_is_respected_at_send_time(store):
     with session_scope() as s:  # contact 2 unsubscribes a second later
         s.execute(update(Consent).where(Consent.contact_id == 2, Consent.channel == "email")
                   .values(withdrawn_at=datetime(2027, 2, 10, 4, 0, 1, tzinfo=ZoneInfo("UTC"))))
-    for batch in due_batches(spec.slug, "announce", at, get_settings()):
+    for _, batch in due_batches(spec.slug, "announce", at, get_settings()):
         send_batch(batch, at, get_settings())
     assert ledger(event_id)[(2, "email")] == ("suppressed", "opted out")
     assert "g2@example.org" not in "".join(
@@ -309,7 +309,7 @@ def test_held_messages_go_even_when_a_late_run_would_drop_the_wave(store):
     prepared = prepare_wave(spec.slug, "reminder", datetime(2027, 2, 20, 5, 0, tzinfo=MSK),
                             get_settings())
     assert prepared.status == "held"
-    for batch in due_batches(spec.slug, "reminder", datetime(2027, 2, 20, 5, 0, tzinfo=MSK),
+    for _, batch in due_batches(spec.slug, "reminder", datetime(2027, 2, 20, 5, 0, tzinfo=MSK),
                              get_settings()):
         send_batch(batch, datetime(2027, 2, 20, 5, 0, tzinfo=MSK), get_settings())
     with session_scope() as s:

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from audiences.contacts import grant_consent, mark_unreachable, withdraw_consent
-from audiences.segments import ADDRESS_FIELD, channel_block
+from audiences.segments import channel_block, contact_block
 from promo.db.models import Consent, Contact
 
 __all__ = ["mark_unreachable", "opt_in", "opt_out", "standing"]
@@ -21,14 +21,7 @@ __all__ = ["mark_unreachable", "opt_in", "opt_out", "standing"]
 
 def standing(session: Session, contact: Contact, channel: str) -> str | None:
     """Why the channel cannot carry a message to the contact now (None: it can)."""
-    row = session.get(Consent, (contact.id, channel))
-    return channel_block(
-        getattr(contact, ADDRESS_FIELD[channel]) is not None,
-        row.granted_at if row else None,
-        row.withdrawn_at if row else None,
-        row.unreachable_at if row else None,
-        contact.opted_out_at,
-    )
+    return contact_block(contact, session.get(Consent, (contact.id, channel)), channel)
 
 
 def _opted_out(session: Session, contact: Contact, channel: str) -> bool:

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from audiences.contacts import (
     AddressError,
     check_channel,
+    find_contact,
     grant_consent,
     normalize_email,
     normalize_language,
@@ -102,7 +103,7 @@ def _find_or_add_contact(s: Any, data: dict[str, Any], settings: Settings,
         raise Refused("give contact_id, email or phone: who registered?")
     for field, value in (("email", email), ("phone", phone)):
         if value is not None:
-            found = s.scalar(select(Contact).where(getattr(Contact, field) == value))
+            found = find_contact(s, field, value)
             if found is not None:
                 return found, False
     # as in an import: a forgotten person comes back only by registering after the forgetting

@@ -15,12 +15,13 @@ from typing import Any
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from audiences.contacts import find_contact
 from promo.db import session_scope
 from promo.db.models import Contact, Message, utcnow
 from promo.settings import Settings
@@ -110,7 +111,7 @@ def _find_message(session: Session, event: dict[str, Any]) -> Message | None:
         select(Message).join(Contact, Contact.id == Message.contact_id).where(
             Message.provider_message_id == x_message_id,
             Message.channel == "email",
-            func.lower(Contact.email) == email,
+            Contact.email == email,  # stored lower-cased: the unique index answers
         ).limit(1)
     ).first()
 
@@ -157,8 +158,7 @@ def handle_events(settings: Settings, events: list[dict[str, Any]]) -> list[dict
                 if message is not None and message.contact_id is not None:
                     contact = s.get(Contact, message.contact_id)
                 elif event.get("email"):
-                    contact = s.scalar(select(Contact).where(
-                        func.lower(Contact.email) == str(event["email"]).lower()))
+                    contact = find_contact(s, "email", str(event["email"]).lower())
                 if contact is not None:
                     normalized["contact_id"] = contact.id
                     if opt_out(s, contact, "email", _detail(event)[:200], now):

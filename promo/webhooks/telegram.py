@@ -19,11 +19,11 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from audiences.contacts import find_contact
 from audiences.tokens import read_link_token
 from channels import reveal
 from promo.db import session_scope
@@ -89,7 +89,7 @@ def _link_chat(session: Any, contact: Contact, chat_id: int) -> None:
     (an earlier link opened in the same chat) lets go of it."""
     if contact.telegram_chat_id == chat_id:
         return
-    holder = session.scalar(select(Contact).where(Contact.telegram_chat_id == chat_id))
+    holder = find_contact(session, "telegram_chat_id", chat_id)
     if holder is not None:
         holder.telegram_chat_id = None
         session.flush()
@@ -116,7 +116,7 @@ def handle_update(settings: Settings, update: dict[str, Any]) -> dict[str, Any]:
     with session_scope(settings.database_url) as s:
         if not record_once(s, PROVIDER, key, update):
             return {"outcome": "duplicate", "reply": None}  # the first delivery answered
-        contact = s.scalar(select(Contact).where(Contact.telegram_chat_id == chat_id))
+        contact = find_contact(s, "telegram_chat_id", chat_id)
         changed = False
         if blocked:
             action, answer = "opt_out", None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from audiences.contacts import find_contact
 from channels import reveal
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
@@ -195,7 +195,7 @@ def handle_inbound(settings: Settings, params: ImmutableMultiDict) -> dict[str, 
     with session_scope(settings.database_url) as s:
         if not record_once(s, PROVIDER, key, _raw(params)):
             return {"outcome": "duplicate"}
-        contact = s.scalar(select(Contact).where(Contact.phone == phone)) if phone else None
+        contact = find_contact(s, "phone", phone) if phone else None
         changed = False
         if contact is not None and action == "opt_out":
             changed = opt_out(s, contact, "sms", f"SMS {word!r} from the contact", now)

@@ -14,11 +14,11 @@ import hmac
 import json
 from typing import Any
 
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from audiences.contacts import find_contact
 from audiences.tokens import read_link_token
 from channels import reveal
 from promo.db import session_scope
@@ -75,7 +75,7 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
             return {"outcome": "duplicate"}
         contact = None
         if isinstance(user_id, int):
-            contact = s.scalar(select(Contact).where(Contact.vk_id == user_id))
+            contact = find_contact(s, "vk_id", user_id)
             link = obj.get("key")
             if contact is None and action == "opt_in" and isinstance(link, str):
                 contact_id = read_link_token(settings, link, "vk")
