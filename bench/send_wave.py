@@ -153,20 +153,16 @@ class PlainClients(threading.local):
     """The SDK clients a naive script would make, one set per thread."""
 
     def __init__(self, urls: dict[str, str]) -> None:
-        import vk_api
         from sendgrid import SendGridAPIClient
         from telegram import Bot
         from twilio.rest import Client
 
-        from channels.vk import _ApiSession  # vk_api hard-codes its host
+        from channels.vk import make_api  # vk_api hard-codes its host
 
         self.sendgrid = SendGridAPIClient(SENDGRID_KEY, host=urls["sendgrid"])
         self.twilio = Client(TWILIO_SID, TWILIO_TOKEN)
         self.twilio.api.base_url = urls["twilio"]
-        self.vk = vk_api.VkApi(token=VK_GROUP, session=_ApiSession(urls["vk"] + "/method/", 30),
-                               api_version="5.199")
-        self.vk.RPS_DELAY = 0
-        self.vk.error_handlers.pop(6, None)
+        self.vk = make_api(VK_GROUP, urls["vk"] + "/method/", 30)
         self.loop = asyncio.new_event_loop()
         self.bot = Bot(BOT, base_url=urls["telegram"] + "/bot")
 

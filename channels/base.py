@@ -200,11 +200,8 @@ class Channel:
     retry: RetryPolicy = RetryPolicy()
     sleep: Callable[[float], None] = staticmethod(time.sleep)  # between retries (tests: record)
 
-    def open(self) -> None:
-        """Acquire connections; called once before a series of batches."""
-
     def close(self) -> None:
-        """Release what `open` acquired."""
+        """Release the connections the adapter made (called after each batch)."""
 
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
         """One provider call (or a few) for up to `max_batch` messages. Provider modules

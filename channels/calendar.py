@@ -9,7 +9,6 @@ a second email (the last call, the reminder) updates the entry instead of adding
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from urllib.parse import urlencode
 
 from icalendar import Calendar
@@ -71,14 +70,7 @@ def event_ics(event: EventSpec, lang: str, registration_url: str, url: str | Non
 def ics_attachment(event: EventSpec, lang: str, registration_url: str,
                    url: str | None = None) -> tuple[str, str, bytes]:
     """(file name, content type, data), the shape of `OutgoingMessage.attachments`."""
-    data = _cached_ics(event.model_dump_json(), lang, registration_url, url)
-    return f"{event.slug}.ics", ICS_CONTENT_TYPE, data
-
-
-@lru_cache(maxsize=64)
-def _cached_ics(event_json: str, lang: str, registration_url: str, url: str | None) -> bytes:
-    # every email of a wave carries the same entry, and building the VTIMEZONE takes ~10 ms
-    return event_ics(EventSpec.model_validate_json(event_json), lang, registration_url, url)
+    return f"{event.slug}.ics", ICS_CONTENT_TYPE, event_ics(event, lang, registration_url, url)
 
 
 def google_calendar_url(event: EventSpec, lang: str, registration_url: str,

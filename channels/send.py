@@ -27,6 +27,7 @@ from channels.base import (
     PermanentError,
     SendResult,
 )
+from channels.calendar import ics_attachment
 from channels.render import TemplateProblem, context, pick_language, render
 from channels.rules import add_to_history, cap_violation, next_send_time
 from flows.events import BROADCAST_CHANNELS, PROMOTIONAL_WAVES, EventSpec
@@ -150,7 +151,8 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
     return claimed, outcome
 
 
-def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | None) -> OutgoingMessage:
+def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | None,
+            calendars: dict[tuple, tuple[str, str, bytes]]) -> OutgoingMessage:
     lang = pick_language(c.language, spec)
     unsub = unsubscribe_url(settings, c.contact_id, c.channel) if c.contact_id else None
     ctx = context(spec, c.wave, c.channel, name=c.name, tz=c.timezone, lang=lang,
@@ -162,10 +164,12 @@ def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | Non
         headers = {"List-Unsubscribe": f"<{unsub}>",
                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     if c.channel == "email":  # one click puts the event in the contact's calendar
-        from channels.calendar import ics_attachment
-
-        attachments = [ics_attachment(spec, lang, ctx["event"]["registration_url"],
-                                      ctx["event"]["url"])]
+        # the same entry for every email of a batch in one language: built once (~10 ms)
+        links = (ctx["event"]["registration_url"], ctx["event"]["url"])
+        key = (spec.slug, lang, *links)
+        if key not in calendars:
+            calendars[key] = ics_attachment(spec, lang, *links)
+        attachments = [calendars[key]]
     return OutgoingMessage(id=c.message_id, key=c.key, channel=c.channel, address=c.address,
                            language=lang, text=r.text, subject=r.subject, html=r.html,
                            headers=headers, attachments=attachments, event_slug=spec.slug,
@@ -189,17 +193,18 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
         by_channel.setdefault(c.channel, []).append(c)
     results: list[tuple[int, str, str | None, str | None, ChannelError | None]] = []
     misconfigured: list[ConfigurationError] = []
+    calendars: dict[tuple, tuple[str, str, bytes]] = {}
     for channel_name, items in by_channel.items():
         outgoing: list[OutgoingMessage] = []
         for c in items:
             try:
-                outgoing.append(_render(c, specs[c.event_id], settings, overrides[c.event_id]))
+                outgoing.append(_render(c, specs[c.event_id], settings, overrides[c.event_id],
+                                        calendars))
             except TemplateProblem as exc:
                 results.append((c.message_id, "failed", str(exc), None, None))
         # the channel batches, paces and retries; every message gets a result
         try:
             channel = get_channel(channel_name, settings, logger)
-            channel.open()
             try:
                 delivered = channel.deliver(outgoing)
             finally:

@@ -78,18 +78,21 @@ def classify(code: int, message: str) -> ChannelError | ConfigurationError:
     return PermanentError(text, provider=PROVIDER, code=code, unreachable=code in UNREACHABLE)
 
 
+def make_api(token: str, api_url: str, timeout: float) -> vk_api.VkApi:
+    """A vk_api client on `api_url` that leaves pacing and retries to us."""
+    vk = vk_api.VkApi(token=token, session=_ApiSession(api_url, timeout),
+                      api_version=API_VERSION, config=jconfig.MemoryConfig)
+    vk.RPS_DELAY = 0  # the account's limiter paces every thread
+    vk.error_handlers.pop(6, None)  # vk_api would sleep and retry without end
+    return vk
+
+
 class _VK(Channel):
     """What community messages and wall posts share: the token, the API host, the calls."""
 
     def __init__(self, token: str, *, api_url: str, timeout: float = 10.0) -> None:
-        def make() -> vk_api.VkApi:
-            vk = vk_api.VkApi(token=token, session=_ApiSession(api_url, timeout),
-                              api_version=API_VERSION, config=jconfig.MemoryConfig)
-            vk.RPS_DELAY = 0  # the account's limiter paces every thread
-            vk.error_handlers.pop(6, None)  # vk_api would sleep and retry without end
-            return vk
-
-        self.apis = PerThread(make, lambda vk: vk.http.close())
+        self.apis = PerThread(lambda: make_api(token, api_url, timeout),
+                              lambda vk: vk.http.close())
 
     def call(self, method: str, values: dict[str, Any]) -> Any:
         try:

@@ -237,13 +237,15 @@ def run_wave(event_slug: str, wave: str, now: str | None, **kwargs: Any) -> dict
 
 def _wait_until(at: datetime | str | None) -> bool:
     """A scheduled run may start a moment before its time (a worker's prefetch, clocks
-    drift): sleep until then when it is at most EARLY_START_WAIT away. True if it slept."""
+    drift): sleep until then when it is at most EARLY_START_WAIT away, and say so (True:
+    run on the clock as it is now). A time that passed meanwhile (deciding takes a moment)
+    needs no sleep, but the run must still go on its own, later, clock."""
     if at is None:
         return False
     ahead = parse_now(at) - parse_now(None)
-    if not timedelta(0) < ahead <= EARLY_START_WAIT:
+    if ahead > EARLY_START_WAIT:
         return False
-    time.sleep(ahead.total_seconds() + 0.01)
+    time.sleep(max(ahead.total_seconds(), 0) + 0.01)
     return True
 
 
