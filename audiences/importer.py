@@ -805,8 +805,10 @@ def _grant(person: Person, r: Row, path: Path, opts: ImportOptions, report: Impo
         at = r.consent_at or now
         new = granted_after(state, person.opted_out_at, at, undated=r.consent_at is None)
         if new is None:
-            if state is None or state.granted_at is None or (
-                    state.withdrawn_at is not None and state.withdrawn_at >= state.granted_at):
+            # not granted: because an opt-out (on the channel, or everywhere) is in force?
+            granted = state.granted_at if state else None
+            if any(t is not None and (granted is None or t >= granted)
+                   for t in (state.withdrawn_at if state else None, person.opted_out_at)):
                 report.opt_outs_kept += 1
             continue
         person.set_consent(channel, replace(state or ConsentState(), granted_at=new,
