@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from audiences.segments import ADDRESS_FIELD
 from promo.db.models import Consent, Contact
-from promo.settings import DIRECT_CHANNELS
+from promo.domain.names import DIRECT_CHANNELS
 
 # the channels a contact can consent to, one address field each (sms and voice share the phone)
 CHANNELS: tuple[str, ...] = DIRECT_CHANNELS

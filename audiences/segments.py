@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import and_, case, or_, select
 from sqlalchemy.orm import Session
 
-from flows.decide import Recipient
 from promo.db.models import Consent, Contact, ContactTopic, Event, Registration
+from promo.domain.rules import Recipient
 
 # the contact field that holds each direct channel's address
 ADDRESS_FIELD = {

@@ -111,11 +111,11 @@ def bench_db(n: int, rules: WaveRules, settings: Settings) -> None:
     os.environ["PROMO_DATABASE_URL"] = f"sqlite:///{folder / 'bench.db'}"
     from audiences import synthetic
     from audiences.segments import load_recipients
-    from flows.events import parse_event
     from flows.ledger import load_histories, record_decisions
     from flows.store import save_event
     from promo.db import session_scope
     from promo.db.models import Message
+    from promo.domain.event import parse_event
     from promo.settings import reset_settings
 
     reset_settings()

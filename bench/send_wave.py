@@ -80,10 +80,10 @@ def mix(total: int) -> dict[str, int]:
 def seed(folder: Path, shares: dict[str, int], starts_at: datetime) -> None:
     from sqlalchemy import insert
 
-    from flows.events import load_event
     from flows.store import save_event
     from promo.db import session_scope
     from promo.db.models import Consent, Contact, ContactTopic
+    from promo.domain.event import load_event
     from tests.helpers import write_event
 
     path = write_event(folder, starts_at, extra="""\

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from icalendar import Calendar
 from icalendar import Event as CalendarEvent
 
-from flows.events import EventSpec
+from promo.domain.event import EventSpec
 
 # when the event file gives no `ends_at`: a meetup evening
 DEFAULT_DURATION = timedelta(hours=2)

@@ -26,7 +26,8 @@ from channels.render import (
     sample_context,
 )
 from channels.sms_segments import encoding
-from flows.events import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES, load_event
+from promo.domain.event import load_event
+from promo.domain.names import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES
 from promo.errors import UserError
 from promo.settings import get_settings
 

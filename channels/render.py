@@ -42,7 +42,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from channels.calendar import google_calendar_url
 from channels.sms_segments import segments as sms_segments
-from flows.events import BROADCAST_CHANNELS, EventSpec
+from promo.domain.event import EventSpec
+from promo.domain.names import BROADCAST_CHANNELS
 from promo.errors import UserError
 from promo.settings import Settings, get_settings
 
@@ -111,7 +112,7 @@ def tagged(url: str, event: EventSpec, wave: str, channel: str) -> str:
                     content=wave)
 
 
-# served by the webhook server (`channels/links.py`)
+# served by the webhook server (`promo/webhooks/links.py`)
 SHORT_LINK_PATH = "/go/{slug}/{channel}/{wave}"
 
 

@@ -1,8 +1,9 @@
 """Who gets a wave, on which channel, when, and why not: one decision per contact and channel.
 
 Plain functions over plain data so that a million contacts plan in seconds and the
-rules can be tested without a database. The same rule functions (`channels.rules`)
-are called again at send time, inside a transaction, before anything goes out.
+rules can be tested without a database. Every decision is `promo.domain.rules.judge`'s,
+the rule sequence the send-time claim (`flows.send`) calls again, inside a transaction,
+before anything goes out; this module adds only the choice between channels.
 """
 
 from __future__ import annotations
@@ -12,32 +13,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from channels.rules import add_to_history, cap_violation, next_send_time
-from flows.events import BROADCAST_CHANNELS
-from promo.settings import Cap, SendWindow
+from promo.domain.names import BROADCAST_CHANNELS, Status
+from promo.domain.rules import (
+    Cap,
+    Recipient,
+    SendWindow,
+    Verdict,
+    add_to_history,
+    cap_violation,
+    judge,
+    next_send_time,
+)
 
-# the outcomes of a decision and of its sending, in the order the plan shows them
-OUTCOMES = ("planned", "deferred", "sent", "delivered", "capped", "suppressed", "dropped",
-            "failed", "uncertain")
-
-
-class Recipient(NamedTuple):
-    """A contact as the planner sees them.
-
-    `blocked` maps each direct channel to why it cannot carry a message to this contact
-    (no address, no consent, opted out, unreachable), or to None when it can.
-    """
-
-    id: int
-    timezone: str | None
-    blocked: Mapping[str, str | None]
-    registered: bool = False
+__all__ = ["Decision", "Recipient", "WaveRules", "decide_wave", "summarize"]
 
 
 class Decision(NamedTuple):
     contact_id: int | None
     channel: str
-    status: str  # planned | deferred | capped | suppressed | dropped
+    status: Status  # planned | deferred | capped | suppressed | dropped
     reason: str | None
     send_at: datetime | None
 
@@ -110,63 +104,54 @@ def decide_wave(
     caps, windows = rules.caps, rules.windows
     fallback = rules.mode == "fallback"
     counts = rules.counts_for_caps
-    # quiet hours depend only on the zone: compute each zone's next send time once
-    when_cache: dict[tuple[str, str], datetime] = {}
-
-    def when(channel: str, tz: str) -> datetime:
-        key = (channel, tz)
-        t = when_cache.get(key)
-        if t is None:
-            t = when_cache[key] = next_send_time(send_at, tz, windows.get(channel))
-        return t
-
+    # quiet hours depend only on the zone: each zone's next send time per channel, once
+    opens_by_zone: dict[str, dict[str, datetime]] = {}
+    channel_windows = [(c, windows.get(c)) for c in channels]
+    promotional = rules.promotional
+    planned, deferred = Status.planned, Status.deferred
     # a wave of public posts only decides nothing per contact
     for r in recipients if channels else ():
-        if rules.promotional and r.registered:
-            append(Decision(r.id, channels[0], "suppressed", "registered", None))
-            continue
+        registered = promotional and r.registered
         tz = r.timezone or rules.event_timezone
-        history = histories.get(r.id)
-        best: tuple[tuple[int, int], str, datetime, str | None] | None = None
+        opens = opens_by_zone.get(tz)
+        if opens is None:
+            opens = opens_by_zone[tz] = {c: next_send_time(send_at, tz, w)
+                                         for c, w in channel_windows}
+        blocked = r.blocked
+        history = histories.get(r.id) if counts else None
+        best: tuple[tuple[int, int], str, Verdict] | None = None
         kept: list[tuple[str, str]] = []
-        for channel in channels:
-            why = r.blocked.get(channel, "no address")
-            if why is not None:
-                append(Decision(r.id, channel, "suppressed", why, None))
+        for channel, window in channel_windows:
+            verdict = judge(channel, send_at, opens[channel], starts_at, registered,
+                            blocked.get(channel, "no address"), window, history, caps, True)
+            status = verdict[0]
+            if status is not planned and status is not deferred:
+                append(Decision(r.id, channel, status, verdict[1], None))
+                if registered:
+                    break  # a registrant's promotion is suppressed once, on the first channel
                 continue
-            at = when(channel, tz)
-            if at >= starts_at:
-                window = windows.get(channel)
-                append(Decision(r.id, channel, "dropped",
-                                f"quiet hours ({window}): opens only after the start", None))
-                continue
-            if counts and history is not None:
-                violation = cap_violation(history, channel, at, caps)
-                if violation:
-                    append(Decision(r.id, channel, "capped", violation, None))
-                    continue
-            deferred = at > send_at
             if not fallback:
-                _plan(out, histories, r.id, channel, at, deferred, rules, counts)
-                history = histories.get(r.id)
+                _plan(out, histories, r.id, channel, verdict, counts)
+                history = histories.get(r.id) if counts else None
                 continue
-            reserve = _reserve_reason(rules, history or {}, channel, at) if counts else None
+            reserve = (_reserve_reason(rules, history or {}, channel, verdict.at)
+                       if counts else None)
             if reserve:
                 kept.append((channel, reserve))
-            rank = (1 if reserve else 0, 1 if deferred else 0)
+            rank = (1 if reserve else 0, 1 if status is deferred else 0)
             if best is None or rank < best[0]:
-                best = (rank, channel, at, reserve)
+                best = (rank, channel, verdict)
             if rank == (0, 0):
                 break
         if fallback and best is not None:
-            rank, channel, at, reserve = best
+            _, channel, verdict = best
             # a channel passed over to keep the reminder's slot: recorded as capped by that rule
             for skipped, why in kept:
                 if skipped != channel:
-                    append(Decision(r.id, skipped, "capped", why, None))
-            _plan(out, histories, r.id, channel, at, rank[1] == 1, rules, counts)
+                    append(Decision(r.id, skipped, Status.capped, why, None))
+            _plan(out, histories, r.id, channel, verdict, counts)
     for channel in rules.broadcast_channels:
-        append(Decision(None, channel, "planned", "public post, once per wave", send_at))
+        append(Decision(None, channel, Status.planned, "public post, once per wave", send_at))
     return out
 
 
@@ -175,18 +160,12 @@ def _plan(
     histories: dict[int, dict[str, list[datetime]]],
     contact_id: int,
     channel: str,
-    at: datetime,
-    deferred: bool,
-    rules: WaveRules,
+    verdict: Verdict,
     counts: bool,
 ) -> None:
-    if deferred:
-        window = rules.windows.get(channel)
-        out.append(Decision(contact_id, channel, "deferred", f"quiet hours ({window})", at))
-    else:
-        out.append(Decision(contact_id, channel, "planned", None, at))
+    out.append(Decision(contact_id, channel, verdict.status, verdict.reason, verdict.at))
     if counts:
-        add_to_history(histories.setdefault(contact_id, {}), channel, at)
+        add_to_history(histories.setdefault(contact_id, {}), channel, verdict.at)
 
 
 def summarize(decisions: Iterable[Decision]) -> dict[str, dict[str, int]]:

@@ -1,16 +1,24 @@
-"""The message ledger: recording decisions idempotently and reading back what was decided."""
+"""The message ledger: the one module that writes `Message` rows. Records decisions
+idempotently, claims and settles them at send time, records what the providers answered,
+and reads back what was decided."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from channels.rules import DIRECT, SENT_STATUSES
+from audiences.segments import ADDRESS_FIELD
+from channels.base import ChannelError
 from flows.decide import Decision
-from promo.db.models import Event, Message, utcnow
+from promo.db import is_postgres
+from promo.db.models import Contact, Event, Message, utcnow
+from promo.domain.names import DIRECT, EXPLAINED, SENT_STATUSES, WAITING, Status
+from promo.masking import mask_address, scrub
 
 # A message stays in `sending` only while a worker talks to the provider. Older than
 # this, the worker died between sending and recording: nobody knows if it went out.
@@ -34,8 +42,8 @@ def drop_waiting(session: Session, event_id: int, wave: str, reason: str) -> int
     """The wave's messages still planned or held become `dropped`, with the reason."""
     return session.execute(
         update(Message).where(Message.event_id == event_id, Message.wave == wave,
-                              Message.status.in_(("planned", "deferred")))
-        .values(status="dropped", reason=reason, updated_at=utcnow())
+                              Message.status.in_(WAITING))
+        .values(status=Status.dropped, reason=reason, updated_at=utcnow())
     ).rowcount or 0
 
 
@@ -108,7 +116,7 @@ def load_histories(
     q = select(Message.contact_id, Message.channel, when).where(
         Message.counts_for_caps.is_(True),
         Message.contact_id.is_not(None),
-        Message.status.in_((*SENT_STATUSES, "planned", "deferred") if include_planned
+        Message.status.in_((*SENT_STATUSES, *WAITING) if include_planned
                            else SENT_STATUSES),
         when > lo,
         when < hi,
@@ -138,8 +146,8 @@ def mark_interrupted(session: Session, event_id: int, wave: str) -> int:
     stale = utcnow() - SENDING_LEASE
     return session.execute(
         update(Message).where(Message.event_id == event_id, Message.wave == wave,
-                              Message.status == "sending", Message.updated_at < stale)
-        .values(status="uncertain", reason="the worker stopped while sending; not re-sent")
+                              Message.status == Status.sending, Message.updated_at < stale)
+        .values(status=Status.uncertain, reason="the worker stopped while sending; not re-sent")
     ).rowcount or 0
 
 
@@ -148,16 +156,22 @@ def due_messages(session: Session, event_id: int, wave: str, now: datetime) -> l
     q = select(Message.id, Message.channel).where(
         Message.event_id == event_id,
         Message.wave == wave,
-        Message.status.in_(("planned", "deferred")),
+        Message.status.in_(WAITING),
         Message.send_at <= now,
     ).order_by(Message.channel, Message.contact_id)
     return [(i, c) for i, c in session.execute(q)]
 
 
+def decided_waves(session: Session, event_id: int) -> set[str]:
+    """The event's waves that have decisions in the ledger (they ran, at least in part)."""
+    return set(session.scalars(
+        select(Message.wave).where(Message.event_id == event_id).distinct()))
+
+
 def next_due(session: Session, event_id: int, wave: str) -> datetime | None:
     q = select(func.min(Message.send_at)).where(
         Message.event_id == event_id, Message.wave == wave,
-        Message.status.in_(("planned", "deferred")),
+        Message.status.in_(WAITING),
     )
     return session.scalar(q)
 
@@ -171,4 +185,109 @@ def wave_outcomes(session: Session, event_id: int, wave: str) -> dict[str, dict[
     out: dict[str, dict[str, int]] = {}
     for channel, status, n in session.execute(q):
         out.setdefault(channel, {})[status] = n
+    return out
+
+
+# -- sending ---------------------------------------------------------------------------------
+
+def lock_waiting(session: Session, message_ids: list[int]) -> tuple[list[Message], list[int]]:
+    """The batch's rows still waiting (planned or held), locked for this transaction, and
+    their contacts' ids (locked too on PostgreSQL, in id order, so that two workers checking
+    one contact's caps take turns; SQLite's transaction began IMMEDIATE: one writer)."""
+    contact_ids = sorted(set(session.scalars(
+        select(Message.contact_id).where(Message.id.in_(message_ids),
+                                         Message.contact_id.is_not(None)))))
+    if is_postgres(session.get_bind()) and contact_ids:
+        session.execute(
+            select(Contact.id).where(Contact.id.in_(contact_ids)).order_by(Contact.id)
+            .with_for_update()
+        ).all()
+    # read the rows only now, under the locks and FOR UPDATE: a run that claimed them a moment
+    # ago has committed `sending`, and they no longer match (PostgreSQL re-checks the WHERE)
+    rows = session.execute(
+        select(Message).where(Message.id.in_(message_ids), Message.status.in_(WAITING))
+        .order_by(Message.id).with_for_update().execution_options(populate_existing=True)
+    ).scalars().all()
+    return list(rows), contact_ids
+
+
+def settle(row: Message, status: Status, reason: str | None, stamp: datetime,
+           **fields: object) -> None:
+    """A claimed row's new status (and reason, and any of send_at, sent_at, attempts)."""
+    row.status, row.reason, row.updated_at = status, reason, stamp
+    for k, v in fields.items():
+        setattr(row, k, v)
+
+
+@dataclass
+class Outcome:
+    """What became of one claimed message: sent (with the provider's id), failed, uncertain,
+    or back to planned (its channel is misconfigured)."""
+
+    message_id: int
+    status: Status
+    reason: str | None = None
+    provider_id: str | None = None
+    error: ChannelError | None = None
+
+
+def record_outcomes(session: Session, outcomes: list[Outcome], stamp: datetime) -> None:
+    """The providers' answers, one executemany by primary key (not a statement per message)."""
+    rows = []
+    for o in outcomes:
+        values: dict[str, object] = {"id": o.message_id, "status": o.status, "reason": o.reason,
+                                     "updated_at": stamp}
+        if o.status == Status.sent and o.reason is None:
+            del values["reason"]  # keep "held by quiet hours ..." from the claim
+        if o.provider_id:
+            values["provider_message_id"] = o.provider_id
+        if o.status in (Status.failed, Status.planned):
+            values["sent_at"] = None  # a failed message does not count for caps
+        rows.append(values)
+    if rows:
+        session.execute(update(Message), rows)
+
+
+# -- what the views show -----------------------------------------------------------------------
+
+EXAMPLES_PER_REASON = 3
+REASONS_PER_OUTCOME = 5
+
+
+@dataclass
+class Reason:
+    """One of the most common reasons for an outcome on a channel, with masked examples."""
+
+    status: str
+    channel: str
+    reason: str
+    count: int
+    examples: list[str]
+
+
+def reasons(session: Session, event_id: int, wave: str) -> list[Reason]:
+    """The most common reasons per outcome and channel, each with a few masked examples."""
+    q = (select(Message.status, Message.channel, Message.reason, func.count())
+         .where(Message.event_id == event_id, Message.wave == wave,
+                Message.status.in_(EXPLAINED))
+         .group_by(Message.status, Message.channel, Message.reason)
+         .order_by(Message.status, func.count().desc()))
+    out: list[Reason] = []
+    shown: Counter = Counter()
+    for status, channel, reason, n in session.execute(q):
+        if shown[status] >= REASONS_PER_OUTCOME:
+            continue
+        shown[status] += 1
+        examples: list[str] = []
+        field = ADDRESS_FIELD.get(channel)
+        if field is not None:
+            where = [Message.event_id == event_id, Message.wave == wave,
+                     Message.status == status, Message.channel == channel]
+            where.append(Message.reason.is_(None) if reason is None else Message.reason == reason)
+            rows = session.execute(
+                select(getattr(Contact, field)).select_from(Message)
+                .join(Contact, Contact.id == Message.contact_id).where(*where)
+                .order_by(Message.id).limit(EXAMPLES_PER_REASON))
+            examples = [mask_address(channel, a) for (a,) in rows]
+        out.append(Reason(status, channel, scrub(reason) or "-", n, examples))
     return out

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from flows.events import MAX_DAYS_BEFORE, PROMOTIONAL_WAVES, EventSpec, WaveSpec
+from promo.domain.event import MAX_DAYS_BEFORE, EventSpec, WaveSpec
+from promo.domain.names import PROMOTIONAL_WAVES
 from promo.errors import PlanError
 
 # A late promotional wave is still sent at once when the next promotional wave is at

@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 from audiences.segments import load_recipients
 from channels.render import LANGUAGES, content_estimate
 from flows.decide import Decision, decide_wave, summarize
-from flows.events import EventSpec
 from flows.ledger import load_histories, wave_outcomes
 from flows.plan import CampaignPlan, plan_campaign
 from flows.wave import decide, wave_rules
 from promo.db.models import Contact, ContactTopic, Event, Message, Registration
+from promo.domain.event import EventSpec
 from promo.errors import UserError
 from promo.settings import Settings
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from flows.events import EventSpec
 from promo.db.models import Event
+from promo.domain.event import EventSpec
 from promo.errors import UserError
 
 
@@ -40,6 +41,12 @@ def find_event(session: Session, slug: str) -> Event:
         raise UserError(f"no event {slug!r} in the store: add it with `promo run EVENT.yaml` "
                         f"or `promo events add EVENT.yaml`")
     return row
+
+
+def upcoming_events(session: Session, now: datetime, within: timedelta) -> list[Event]:
+    """The events not cancelled that start after `now` and within `within` of it."""
+    return list(session.scalars(select(Event).where(
+        Event.cancelled_at.is_(None), Event.starts_at > now, Event.starts_at < now + within)))
 
 
 def event_spec(row: Event) -> EventSpec:

@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from audiences.segments import load_recipients
 from flows.decide import Decision, WaveRules, decide_wave, summarize
-from flows.events import PROMOTIONAL_WAVES, EventSpec
 from flows.ledger import (
     decided_contacts,
     drop_waiting,
@@ -27,6 +26,8 @@ from flows.plan import CampaignPlan, plan_campaign
 from flows.store import event_spec, find_event
 from promo.db import session_scope
 from promo.db.models import Message
+from promo.domain.event import EventSpec
+from promo.domain.names import PROMOTIONAL_WAVES
 from promo.settings import Settings
 
 

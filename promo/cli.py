@@ -103,10 +103,10 @@ def run(
     """Run a campaign (the waves due now) or one wave, through the Prefect flows."""
     from channels.render import override_folder, sample_check
     from flows.campaign import all_outcomes, campaign_flow, wave_flow
-    from flows.events import WAVES, load_event
     from flows.plan import plan_campaign
     from flows.store import save_event
     from promo.db import session_scope
+    from promo.domain.event import WAVES, load_event
 
     clock = parse_time(now) or datetime.now(UTC)
     spec = load_event(event_file)
@@ -145,11 +145,11 @@ def plan(
 ) -> None:
     """Preview the campaign without sending: per wave, when, channels and outcome counts."""
     from channels.render import override_folder, sample_check
-    from flows.decide import OUTCOMES
-    from flows.events import load_event
     from flows.plan import plan_campaign
     from flows.preview import preview_campaign
     from promo.db import session_scope
+    from promo.domain.event import load_event
+    from promo.domain.names import OUTCOMES
     from promo.settings import get_settings
 
     clock = parse_time(now) or datetime.now(UTC)
@@ -212,10 +212,10 @@ def why(
     from dataclasses import asdict
 
     from audiences.privacy import person_or_error
-    from flows.events import load_event
     from flows.preview import explain
     from flows.store import event_spec, find_event
     from promo.db import session_scope
+    from promo.domain.event import load_event
     from promo.settings import get_settings
 
     clock = parse_time(now) or datetime.now(UTC)
@@ -243,8 +243,8 @@ def why(
 @events_app.command("check")
 def events_check(event_file: Path) -> None:
     """Validate an event file and show its waves."""
-    from flows.events import load_event
     from flows.plan import check_rules
+    from promo.domain.event import load_event
 
     spec = load_event(event_file)
     check_rules(spec)
@@ -257,10 +257,10 @@ def events_check(event_file: Path) -> None:
 @events_app.command("add")
 def events_add(event_file: Path) -> None:
     """Validate an event file and store (or update) the event."""
-    from flows.events import load_event
     from flows.plan import check_rules
     from flows.store import save_event
     from promo.db import session_scope
+    from promo.domain.event import load_event
 
     spec = load_event(event_file)
     check_rules(spec)

@@ -20,12 +20,12 @@ from sqlalchemy import insert, select
 
 from audiences import synthetic
 from channels.render import sample_check
-from flows.campaign import _release_deferred, wave_flow
-from flows.events import load_event
+from flows.campaign import release_held, wave_flow
 from flows.plan import plan_campaign
 from flows.store import save_event
 from promo.db import dispose_engines, session_scope
 from promo.db.models import Event, Message, Registration
+from promo.domain.event import load_event
 from promo.settings import reset_settings
 
 EVENT_SLUG = "python-meetup-74"
@@ -126,7 +126,7 @@ def demo_flow(event_file: str, now: str) -> dict:
     registrations = {}
     for i, w in enumerate(plan.active):
         first = wave_flow(spec.slug, w.name, w.send_at.isoformat())
-        later = _release_deferred(spec.slug, w.name, spec.starts_at)
+        later = release_held(spec.slug, w.name, spec.starts_at)
         sent = sum(r.get("sent", {}).get("sent", 0) for r in [first, *later])
         held = sum(r.get("sent", {}).get("sent", 0) for r in later)
         line = (f"  {w.name:<9} {w.send_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}: "

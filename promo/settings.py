@@ -8,10 +8,7 @@ channel then writes to the outbox).
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-from dataclasses import dataclass
-from datetime import time, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-DIRECT_CHANNELS = ("email", "sms", "voice", "vk", "telegram")
+from promo.domain.names import DIRECT_CHANNELS
+from promo.domain.rules import Cap, SendWindow, parse_cap, parse_window
 
 # the default secret_key: public, so fine for the demo and tests, refused where links and
 # webhooks face the world (`Settings.require_own_secret`)
@@ -68,53 +66,6 @@ DEFAULT_QUIET_HOURS = {
     "sms": "09:00-21:00",
     "voice": "10:00-20:00",
 }
-
-
-@dataclass(frozen=True)
-class Cap:
-    """At most `limit` messages in any rolling window of `window`."""
-
-    limit: int
-    window: timedelta
-
-    def __str__(self) -> str:
-        return f"{self.limit} per {self.window.days} days"
-
-
-@dataclass(frozen=True)
-class SendWindow:
-    """The local times of day a channel may deliver in (start inclusive, end exclusive)."""
-
-    start: time
-    end: time
-
-    def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
-
-
-_CAP_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*d\s*$")
-_WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
-
-
-def parse_cap(text: str) -> Cap:
-    m = _CAP_RE.match(text)
-    if not m or int(m.group(2)) == 0:
-        raise ValueError(f"{text!r} is not a cap like '3/7d' (3 messages per 7 days)")
-    return Cap(int(m.group(1)), timedelta(days=int(m.group(2))))
-
-
-def parse_window(text: str) -> SendWindow:
-    m = _WINDOW_RE.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a time window like '09:00-21:00'")
-    h1, m1, h2, m2 = (int(g) for g in m.groups())
-    try:
-        start, end = time(h1, m1), time(h2, m2)
-    except ValueError as exc:
-        raise ValueError(f"{text!r}: {exc}") from None
-    if start >= end:
-        raise ValueError(f"{text!r}: the window must start before it ends")
-    return SendWindow(start, end)
 
 
 class Settings(BaseSettings):

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from audiences.importer import run_import
 from audiences.privacy import forget, show
-from flows.events import load_event
 from flows.store import save_event
 from promo.cli import app
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, Message, Registration, Tombstone
+from promo.domain.event import load_event
 from promo.errors import UserError
 from tests.helpers import write_event
 

@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from audiences.importer import run_import
 from audiences.segments import segment_size, wave_audience
-from flows.events import load_event
 from flows.store import find_event, save_event
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, Registration
+from promo.domain.event import load_event
 from promo.errors import UserError
 from tests.helpers import write_event
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from channels.rules import next_send_time
 from flows.campaign import wave_flow
 from promo.db import session_scope
 from promo.db.models import Contact, Event, Message, Registration
+from promo.domain.rules import next_send_time
 from promo.settings import get_settings
 
 NOW = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from channels.send import send_batch
-from flows.events import parse_event
 from flows.ledger import message_key
+from flows.send import send_batch
 from flows.store import save_event
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, ContactTopic, Message
+from promo.domain.event import parse_event
 from promo.settings import get_settings
 from tests.helpers import EVENT_TEMPLATE
 
@@ -38,7 +38,7 @@ CAMPAIGNS = ("meetup-a", "meetup-b", "meetup-c")
 CHILD = """
 import json, sys, time
 from datetime import datetime
-from channels.send import send_batch
+from flows.send import send_batch
 from promo.settings import get_settings
 ids, now, start = json.loads(sys.argv[1]), datetime.fromisoformat(sys.argv[2]), float(sys.argv[3])
 settings = get_settings()

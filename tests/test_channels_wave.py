@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import insert, select
 
 from flows.campaign import wave_flow
-from flows.events import load_event
 from flows.store import save_event
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, ContactTopic, Message
+from promo.domain.event import load_event
 from promo.settings import reset_settings
 from tests.fakes import FakeSendGrid, FakeTelegram, FakeTwilio, FakeVK
 from tests.helpers import write_event
@@ -157,7 +157,7 @@ def test_a_wave_through_all_five_providers_arrives_once(prefect_api: None, fakes
 def test_a_wrong_credential_stops_the_channel_and_the_messages_wait_for_the_fix(
         fakes: dict, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from channels.base import ConfigurationError
-    from channels.send import send_batch
+    from flows.send import send_batch
     from flows.wave import due_batches, prepare_wave
 
     event_id = seed(store)

@@ -6,7 +6,7 @@ from datetime import time
 
 import pytest
 
-from flows.events import load_event, parse_event
+from promo.domain.event import load_event, parse_event
 from promo.errors import EventError
 
 CONTRACT = """\

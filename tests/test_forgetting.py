@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from audiences.privacy import forget
-from channels.send import send_batch
+from flows.send import send_batch
 from promo.db import session_scope
 from promo.db.models import Contact, Message, WebhookEvent
 from promo.settings import get_settings

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from flows.events import parse_event
 from flows.plan import plan_campaign
+from promo.domain.event import parse_event
 from promo.errors import PlanError
 from tests.helpers import EVENT_TEMPLATE
 

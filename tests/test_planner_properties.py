@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from flows.decide import Recipient, decide_wave
-from flows.events import DIRECT_CHANNELS, PROMOTIONAL_WAVES, EventSpec
 from flows.plan import plan_campaign
 from flows.wave import wave_rules
+from promo.domain.event import EventSpec
+from promo.domain.names import DIRECT_CHANNELS, PROMOTIONAL_WAVES
 from promo.errors import PlanError
 from promo.settings import Settings
 

@@ -29,7 +29,8 @@ from channels.render import (
     with_utm,
 )
 from channels.sms_segments import segments
-from flows.events import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES, parse_event
+from promo.domain.event import parse_event
+from promo.domain.names import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES
 from promo.settings import Settings, reset_settings
 from tests.helpers import write_event
 
@@ -464,7 +465,7 @@ def test_the_sms_check_covers_a_cyrillic_name_in_an_english_sms(tmp_path) -> Non
     """140 GSM characters and a name fit one segment with "Christopher"; with "Константин"
     the SMS turns UCS-2 and needs three: refused at plan time, not failed at send time."""
     from channels.render import TemplateProblem, sample_check
-    from flows.events import parse_event
+    from promo.domain.event import parse_event
     from tests.helpers import EVENT_TEMPLATE
 
     folder = tmp_path / "tpl" / "announce"

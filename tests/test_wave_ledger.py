@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
-from channels.send import send_batch
-from flows.events import load_event
+from flows.send import send_batch
 from flows.store import save_event
 from flows.wave import due_batches, prepare_wave
 from promo.cli import app
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, ContactTopic, Message, Registration
+from promo.domain.event import load_event
 from promo.settings import get_settings
 from tests.helpers import write_event
 
@@ -255,7 +255,7 @@ def test_two_workers_claiming_the_same_message_on_postgresql_send_it_once(pg_sto
     import threading
     import time
 
-    from channels.send import claim
+    from flows.send import claim
     from flows.store import event_spec
     from promo.db.models import Event
 
@@ -388,7 +388,7 @@ def test_bad_settings_are_one_clear_message(store, config, env, message):
 
 
 def test_a_promotional_wave_without_days_is_refused_clearly(store):
-    from flows.events import parse_event
+    from promo.domain.event import parse_event
     from promo.errors import EventError
     from tests.helpers import EVENT_TEMPLATE
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from flows.events import parse_event
 from flows.plan import plan_campaign
+from promo.domain.event import parse_event
 from promo.masking import mask_address, mask_email, mask_phone, scrub
 from tests.helpers import EVENT_TEMPLATE, write_event
 
@@ -69,9 +69,9 @@ def test_held_messages_get_one_follow_up_run_of_the_wave_deployment(prefect_api,
 
     from audiences import synthetic
     from flows.campaign import wave_flow
-    from flows.events import load_event
     from flows.store import save_event
     from promo.db import session_scope
+    from promo.domain.event import load_event
 
     # SMS may go 09:00-21:00 in the contact's zone; the last call goes at 07:00 Moscow time
     path = write_event(store, START, extra="campaign:\n  announce: null\n"

@@ -16,13 +16,13 @@ from starlette.testclient import TestClient
 
 from audiences.segments import load_recipients
 from flows.decide import decide_wave
-from flows.events import load_event
 from flows.ledger import message_key
 from flows.plan import plan_campaign
 from flows.store import event_spec, find_event, save_event
 from flows.wave import wave_rules
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, ContactTopic, Message, WebhookEvent
+from promo.domain.event import load_event
 from promo.settings import Settings, reset_settings
 from promo.webhooks.app import create_app
 from tests.helpers import write_event

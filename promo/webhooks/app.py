@@ -9,11 +9,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from channels.links import SHORT_LINK_PATH, short_link_redirect
 from promo.db import get_engine
 from promo.settings import Settings, get_settings
 from promo.webhooks import PATHS, registrations, sendgrid, telegram, twilio, unsubscribe, vk
 from promo.webhooks.http import settings_of
+from promo.webhooks.links import SHORT_LINK_PATH, short_link_redirect
 
 
 def configured(settings: Settings) -> dict[str, bool]:

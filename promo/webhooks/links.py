@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from channels.render import SHORT_LINK_PATH, resolve_short_link
-from flows.events import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES, EventSpec
+from promo.domain.event import EventSpec
+from promo.domain.names import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES
 from promo.settings import Settings
 
 __all__ = ["SHORT_LINK_PATH", "short_link_redirect"]

@@ -1,6 +1,7 @@
-"""The send pipeline for one batch of ledger rows: claim, render, send, record.
+"""The send step for one batch of ledger rows: claim, render, send, record.
 
-The claim re-checks consent, quiet hours and caps inside one database transaction
+The claim re-checks the rules (`promo.domain.rules.judge`, the planner's own) inside one
+database transaction
 (SQLite: `BEGIN IMMEDIATE`, one writer; PostgreSQL: the contacts' rows locked in id
 order), so waves of different campaigns sending at once on different workers never
 exceed a cap. Nothing is sent after the event starts.
@@ -13,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.contacts import mark_unreachable, withdraw_consent
@@ -29,12 +30,14 @@ from channels.base import (
 )
 from channels.calendar import ics_attachment
 from channels.render import TemplateProblem, context, pick_language, render
-from channels.rules import add_to_history, cap_violation, next_send_time
-from flows.events import BROADCAST_CHANNELS, PROMOTIONAL_WAVES, EventSpec
-from flows.ledger import load_histories
+from flows import ledger
+from flows.ledger import Outcome
 from flows.store import event_spec
-from promo.db import is_postgres, session_scope
+from promo.db import session_scope
 from promo.db.models import Consent, Contact, Event, Message, Registration, utcnow
+from promo.domain.event import EventSpec
+from promo.domain.names import BROADCAST_CHANNELS, PROMOTIONAL_WAVES, Status
+from promo.domain.rules import add_to_history, judge, next_send_time
 from promo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Claimed:
+    """A message moved to `sending`: what rendering and the channel need to send it."""
+
     message_id: int
     key: str
     channel: str
@@ -54,29 +59,12 @@ class Claimed:
     timezone: str | None
 
 
-def _lock_contacts(session: Session, contact_ids: list[int]) -> None:
-    if is_postgres(session.get_bind()) and contact_ids:
-        session.execute(
-            select(Contact.id).where(Contact.id.in_(contact_ids)).order_by(Contact.id).with_for_update()
-        ).all()
-    # SQLite: the transaction already began IMMEDIATE and holds the only write lock
-
-
 def claim(session: Session, message_ids: list[int], now: datetime, settings: Settings,
           events: dict[int, EventSpec]) -> tuple[list[Claimed], Counter]:
-    """Move due rows to `sending` where consent, quiet hours and caps allow it, now."""
+    """Move due rows to `sending` where the rules (`judge`) allow it now; the others to
+    what the rules say (held, capped, suppressed, dropped)."""
     outcome: Counter = Counter()
-    contact_ids = sorted(set(session.scalars(
-        select(Message.contact_id).where(Message.id.in_(message_ids),
-                                         Message.contact_id.is_not(None)))))
-    _lock_contacts(session, contact_ids)
-    # read the rows only now, under the locks and FOR UPDATE: a run that claimed them a moment
-    # ago has committed `sending`, and they no longer match (PostgreSQL re-checks the WHERE)
-    rows = session.execute(
-        select(Message).where(Message.id.in_(message_ids),
-                              Message.status.in_(("planned", "deferred")))
-        .order_by(Message.id).with_for_update().execution_options(populate_existing=True)
-    ).scalars().all()
+    rows, contact_ids = ledger.lock_waiting(session, message_ids)
     contacts = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(contact_ids)))}
     # registered since the wave was decided: no more promotion (the reminder is theirs)
     registered = set(session.execute(
@@ -91,7 +79,8 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
     windows = settings.send_windows()
     span = max((c.window for c in caps.values()), default=None)
     histories = (
-        load_histories(session, now, span, contact_ids, include_planned=False) if span else {}
+        ledger.load_histories(session, now, span, contact_ids, include_planned=False)
+        if span else {}
     )
     claimed: list[Claimed] = []
     stamp = utcnow()
@@ -99,55 +88,43 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
         if row.send_at is not None and row.send_at > now:
             continue  # not due yet (another run deferred it meanwhile)
         spec = events[row.event_id]
-
-        def set_(status: str, reason: str | None = None, *, row: Message = row,
-                 **extra: object) -> None:
-            row.status, row.reason, row.updated_at = status, reason, stamp
-            for k, v in extra.items():
-                setattr(row, k, v)
-            outcome[status] += 1
-
-        if now >= spec.starts_at:
-            set_("dropped", "the event has started")
+        contact = contacts.get(row.contact_id)
+        window = windows.get(row.channel)
+        if row.channel in BROADCAST_CHANNELS:
+            blocked = None
+        elif contact is None:
+            blocked = "contact forgotten"
+        else:
+            blocked = contact_block(contact, consents.get((contact.id, row.channel)), row.channel)
+        tz = (contact.timezone if contact is not None else None) or spec.timezone
+        verdict = judge(
+            row.channel, now, next_send_time(now, tz, window), spec.starts_at,
+            registered=(contact is not None and row.wave in PROMOTIONAL_WAVES
+                        and (row.event_id, contact.id) in registered),
+            blocked=blocked, window=window,
+            history=(histories.setdefault(contact.id, {})
+                     if contact is not None and row.counts_for_caps else None),
+            caps=caps, predict=False,
+        )
+        if verdict.status is not Status.planned:
+            held_until = {"send_at": verdict.at} if verdict.status is Status.deferred else {}
+            ledger.settle(row, verdict.status, verdict.reason, stamp, **held_until)
+            outcome[verdict.status] += 1
             continue
-        if row.channel in BROADCAST_CHANNELS:  # a public post
-            set_("sending", sent_at=now, attempts=row.attempts + 1)
+        if contact is not None and row.counts_for_caps:
+            add_to_history(histories[contact.id], row.channel, now)
+        # a message held by quiet hours keeps saying so once it goes
+        held = (f"held by {row.reason}" if row.status == Status.deferred and row.reason
+                else None)
+        ledger.settle(row, Status.sending, held, stamp, sent_at=now, attempts=row.attempts + 1)
+        outcome[Status.sending] += 1
+        if contact is None:  # a public post
             claimed.append(Claimed(row.id, row.key, row.channel, row.event_id, row.wave,
                                    None, None, None, spec.language, spec.timezone))
-            continue
-        contact = contacts.get(row.contact_id)
-        if contact is None:
-            set_("suppressed", "contact forgotten")
-            continue
-        if row.wave in PROMOTIONAL_WAVES and (row.event_id, contact.id) in registered:
-            set_("suppressed", "registered")
-            continue
-        address = getattr(contact, ADDRESS_FIELD[row.channel])
-        blocked = contact_block(contact, consents.get((contact.id, row.channel)), row.channel)
-        if blocked:
-            set_("suppressed", blocked)
-            continue
-        tz = contact.timezone or spec.timezone
-        window = windows.get(row.channel)
-        at = next_send_time(now, tz, window)
-        if at > now:
-            if at >= spec.starts_at:
-                set_("dropped", f"quiet hours ({window}): opens only after the start")
-            else:
-                set_("deferred", f"quiet hours ({window})", send_at=at)
-            continue
-        history = histories.setdefault(contact.id, {})
-        if row.counts_for_caps:
-            violation = cap_violation(history, row.channel, now, caps)
-            if violation:
-                set_("capped", violation)
-                continue
-            add_to_history(history, row.channel, now)
-        # a message held by quiet hours keeps saying so once it goes
-        held = f"held by {row.reason}" if row.status == "deferred" and row.reason else None
-        set_("sending", held, sent_at=now, attempts=row.attempts + 1)
-        claimed.append(Claimed(row.id, row.key, row.channel, row.event_id, row.wave, contact.id,
-                               str(address), contact.name, contact.language, contact.timezone))
+        else:
+            claimed.append(Claimed(row.id, row.key, row.channel, row.event_id, row.wave,
+                                   contact.id, str(getattr(contact, ADDRESS_FIELD[row.channel])),
+                                   contact.name, contact.language, contact.timezone))
     return claimed, outcome
 
 
@@ -187,11 +164,11 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
         overrides = {i: e.definition.get("_templates_dir") for i, e in events_rows.items()}
         claimed, outcome = claim(s, message_ids, now, settings, specs)
     outcome = Counter(outcome)
-    outcome.pop("sending", None)
+    outcome.pop(Status.sending, None)
     by_channel: dict[str, list[Claimed]] = {}
     for c in claimed:
         by_channel.setdefault(c.channel, []).append(c)
-    results: list[tuple[int, str, str | None, str | None, ChannelError | None]] = []
+    results: list[Outcome] = []
     misconfigured: list[ConfigurationError] = []
     calendars: dict[tuple, tuple[str, str, bytes]] = {}
     for channel_name, items in by_channel.items():
@@ -201,7 +178,7 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
                 outgoing.append(_render(c, specs[c.event_id], settings, overrides[c.event_id],
                                         calendars))
             except TemplateProblem as exc:
-                results.append((c.message_id, "failed", str(exc), None, None))
+                results.append(Outcome(c.message_id, Status.failed, str(exc)))
         # the channel batches, paces and retries; every message gets a result
         try:
             channel = get_channel(channel_name, settings, logger)
@@ -215,47 +192,39 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
             misconfigured.append(exc)
             delivered = list(getattr(exc, "results", []))
             settled = {r.message_id for r in delivered}
-            results.extend((m.id, "planned", f"not sent: {exc}"[:300], None, None)
+            results.extend(Outcome(m.id, Status.planned, f"not sent: {exc}"[:300])
                            for m in outgoing if m.id not in settled)
         except ChannelError as exc:
             delivered = [SendResult(m.id, error=exc) for m in outgoing]
         for res in delivered:
             if res.ok:
-                results.append((res.message_id, "sent", None, res.provider_message_id, None))
+                results.append(Outcome(res.message_id, Status.sent,
+                                       provider_id=res.provider_message_id))
             else:
                 # the request may have reached the provider: never silently sent again
-                status = "uncertain" if res.error.maybe_sent else "failed"
-                results.append((res.message_id, status, str(res.error)[:300], None, res.error))
+                status = Status.uncertain if res.error.maybe_sent else Status.failed
+                results.append(Outcome(res.message_id, status, str(res.error)[:300],
+                                       error=res.error))
     _record(results, settings, claimed)
-    for _, status, *_rest in results:
-        outcome[status] += 1
+    for r in results:
+        outcome[r.status] += 1
     if misconfigured:
         raise misconfigured[0]
     return outcome
 
 
-def _record(results, settings: Settings, claimed: list[Claimed]) -> None:
+def _record(results: list[Outcome], settings: Settings, claimed: list[Claimed]) -> None:
+    """The batch's outcomes into the ledger, and what permanent failures say about contacts."""
     if not results:
         return
     by_id = {c.message_id: c for c in claimed}
     stamp = utcnow()
-    rows = []
-    for message_id, status, reason, provider_id, _error in results:
-        values = {"id": message_id, "status": status, "reason": reason, "updated_at": stamp}
-        if status == "sent" and reason is None:
-            del values["reason"]  # keep "held by quiet hours ..." from the claim
-        if provider_id:
-            values["provider_message_id"] = provider_id
-        if status in ("failed", "planned"):
-            values["sent_at"] = None  # a failed message does not count for caps
-        rows.append(values)
     with session_scope(settings.database_url) as s:
-        # one executemany per kind of row (by primary key), not a statement per message
-        s.execute(update(Message), rows)
-        for message_id, _status, _reason, _provider_id, error in results:
-            c = by_id.get(message_id)
-            if isinstance(error, PermanentError) and c and c.contact_id is not None:
-                _mark_contact(s, c.contact_id, c.channel, error, stamp)
+        ledger.record_outcomes(s, results, stamp)
+        for r in results:
+            c = by_id.get(r.message_id)
+            if isinstance(r.error, PermanentError) and c and c.contact_id is not None:
+                _mark_contact(s, c.contact_id, c.channel, r.error, stamp)
 
 
 def _mark_contact(s: Session, contact_id: int, channel: str, error: PermanentError,

@@ -20,15 +20,16 @@ from pydantic import (
     model_validator,
 )
 
+from promo.domain.names import (
+    BROADCAST_CHANNELS,
+    PROMOTIONAL_WAVES,
+    WAVES,
+    ChannelLiteral,
+    WaveLiteral,
+)
 from promo.errors import EventError
 
-PROMOTIONAL_WAVES = ("announce", "last_call")
-WAVES = (*PROMOTIONAL_WAVES, "reminder")
-DIRECT_CHANNELS = ("email", "sms", "voice", "vk", "telegram")
-# posted once per wave to a community wall / a Telegram channel; they count against no contact
-BROADCAST_CHANNELS = ("vk_wall", "telegram_channel")
-Channel = Literal["email", "sms", "voice", "vk", "telegram", "vk_wall", "telegram_channel"]
-
+# no promotional message goes earlier than this before the event starts
 MAX_DAYS_BEFORE = 21
 
 
@@ -37,7 +38,7 @@ class WaveSpec(BaseModel):
 
     days_before: int | None = Field(None, ge=0)
     at: time = time(11, 0)
-    channels: list[Channel] = Field(min_length=1)
+    channels: list[ChannelLiteral] = Field(min_length=1)
     mode: Literal["fallback", "all"] = "fallback"
 
     @field_validator("at", mode="before")
@@ -163,7 +164,7 @@ class EventSpec(BaseModel):
     templates: str | None = None
     # inline templates, over the folder and the defaults: texts.<wave>.<channel>.<lang> is the
     # text (for email a mapping of subject, txt, html); rendered like the template files
-    texts: dict[Literal["announce", "last_call", "reminder"], dict[Channel, dict[
+    texts: dict[WaveLiteral, dict[ChannelLiteral, dict[
         Literal["ru", "en"], str | dict[Literal["subject", "txt", "html"], str]]]] | None = None
     campaign: CampaignSpec = Field(default_factory=lambda: CampaignSpec.model_validate({}))
     # the organizer called the event off: running the campaign again cancels its pending waves

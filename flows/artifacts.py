@@ -1,0 +1,124 @@
+"""What a run shows in the Prefect UI: the plan as a table, a wave's outcome per channel,
+what happened and why (addresses masked), the wave runs a campaign scheduled.
+
+Every figure comes from the ledger (or the preview, for waves to come); this module only
+lays them out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.ledger import Reason
+from flows.plan import CampaignPlan
+from flows.schedule import WaveRunAction
+from promo.db import session_scope
+from promo.domain.event import EventSpec
+from promo.domain.names import EXPLAINED, OUTCOME_COLUMNS
+from promo.settings import get_settings
+
+
+def dashed(name: str) -> str:
+    """A name as it reads in an artifact key (keys take no underscores)."""
+    return name.replace("_", "-")
+
+
+def publish_outcomes(event_slug: str, wave: str, outcomes: dict[str, dict[str, int]]) -> None:
+    """The wave's outcome per channel, as a table artifact."""
+    table = [{"channel": ch, **{c: row.get(c, 0) for c in OUTCOME_COLUMNS}}
+             for ch, row in sorted(outcomes.items())]
+    create_table_artifact(
+        key=f"{dashed(event_slug)}-{dashed(wave)}-outcomes",
+        table=table,
+        description=f"{event_slug}, {wave}: outcome per channel",
+    )
+
+
+def publish_summary(event_slug: str, wave: str, outcomes: dict[str, dict[str, int]],
+                     explained: list[Reason], later: datetime | None,
+                     follow_up: str | None) -> None:
+    totals: Counter = Counter()
+    for row in outcomes.values():
+        totals.update(row)
+    lines = [f"# {event_slug} · {wave}", ""]
+    lines.append(", ".join(f"**{c}** {totals[c]}" for c in OUTCOME_COLUMNS if totals.get(c))
+                 or "No decisions: nobody in the audience.")
+    lines.append("")
+    for status in EXPLAINED:
+        rows = [r for r in explained if r.status == status]
+        if not rows:
+            continue
+        lines += [f"## {status.capitalize()} ({totals[status]})", "",
+                  "| channel | why | how many | for example |", "|---|---|---:|---|"]
+        for r in rows:
+            lines.append(f"| {r.channel} | {r.reason.replace('|', '/')} | {r.count} "
+                         f"| {', '.join(r.examples) or '-'} |")
+        lines.append("")
+    if later is not None:
+        if follow_up:
+            lines.append(f"Held messages are due from {later:%Y-%m-%d %H:%M} UTC: a follow-up run "
+                         f"of this wave is scheduled then (flow run `{follow_up}`).")
+        else:
+            lines.append(f"Held messages are due from {later:%Y-%m-%d %H:%M} UTC: run the wave "
+                         f"again then (deployed waves schedule it themselves).")
+    create_markdown_artifact(
+        key=f"{dashed(event_slug)}-{dashed(wave)}-summary",
+        markdown="\n".join(lines) + "\n",
+        description=f"{event_slug}, {wave}: what happened and why (addresses masked)",
+    )
+
+
+def publish_plan(spec: EventSpec, plan: CampaignPlan, clock: datetime) -> None:
+    """The plan as a table: per wave and channel, when, and how many contacts each outcome
+    would get (the preview: the ledger for what was decided, predicted for the rest)."""
+    from flows.preview import preview_campaign
+
+    settings = get_settings()
+    with session_scope(settings.database_url) as s:
+        preview = preview_campaign(s, spec, clock, settings)
+    rows: list[dict[str, Any]] = []
+    for w in preview["waves"]:
+        at = datetime.fromisoformat(w["send_at"]).astimezone(spec.zone).strftime(
+            "%Y-%m-%d %H:%M %Z") if w["send_at"] else ""
+        per_channel = w["outcomes"] or {c: {} for c in w["channels"]}
+        for channel in w["channels"]:
+            counts = per_channel.get(channel, {})
+            rows.append({"wave": w["name"], "time": at, "status": w["status"],
+                         "channel": channel, "mode": w["mode"],
+                         **{c: counts.get(c, 0) for c in OUTCOME_COLUMNS},
+                         "note": w["note"]})
+    create_table_artifact(
+        key=f"{spec.slug}-plan",
+        table=rows,
+        description=(f"Campaign plan for {spec.title}: contacts per wave, channel and outcome "
+                     f"as of {clock:%Y-%m-%d %H:%M} UTC (later waves predicted from today's "
+                     f"contacts, registrations and caps)"),
+    )
+
+
+def publish_schedule(spec: EventSpec, actions: list[WaveRunAction], *, cancelled: bool) -> None:
+    lines = [f"# {spec.slug}: wave runs", ""]
+    if cancelled:
+        lines += [("The event is **cancelled** (`cancelled: true`): its pending wave runs are "
+                   "cancelled and nothing more is sent."), ""]
+    if actions:
+        lines += ["| wave | send at (UTC) | what the campaign did | flow run |", "|---|---|---|---|"]
+        lines += [f"| {a['wave']} | {a['send_at'] or '-'} | {a['action']} | "
+                  f"`{a['flow_run_id'] or '-'}` |" for a in map(asdict, actions)]
+    else:
+        lines.append("No wave runs.")
+    create_markdown_artifact(key=f"{spec.slug}-wave-runs", markdown="\n".join(lines) + "\n",
+                             description=f"{spec.slug}: the wave runs the campaign scheduled")
+
+
+def publish_nothing_sent(event_slug: str, wave: str, note: str) -> None:
+    create_markdown_artifact(
+        key=f"{dashed(event_slug)}-{dashed(wave)}-summary",
+        markdown=f"# {event_slug} · {wave}\n\nNothing sent: {note}.\n",
+        description=f"{event_slug}, {wave}: nothing sent",
+    )
