@@ -26,6 +26,9 @@ from tenacity import (
 
 from channels.ratelimit import RateLimiter
 
+# part of the protocol: the adapters raise it from here
+from promo.errors import ConfigurationError
+
 log = logging.getLogger(__name__)
 
 
@@ -66,22 +69,6 @@ class PermanentError(ChannelError):
         super().__init__(message, **kw)
         self.unreachable = unreachable
         self.opted_out = opted_out
-
-
-class ConfigurationError(Exception):
-    """Missing or wrong credentials or settings: fails fast, never retried or swallowed.
-
-    Raised out of `deliver` with `results`: what was settled before it stopped (the rest
-    of the messages were not sent).
-    """
-
-    def __init__(self, message: str, *, provider: str = "", status: int | None = None,
-                 code: str | int | None = None):
-        super().__init__(message)
-        self.provider = provider
-        self.status = status
-        self.code = code
-        self.results: list[SendResult] = []
 
 
 def transport_error(exc: BaseException, provider: str) -> RetryableError:

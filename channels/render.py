@@ -412,7 +412,7 @@ def sample_context(event: EventSpec, wave: str, channel: str, lang: str,
                    name: str | None = None) -> dict[str, Any]:
     """The context of a sample contact, in the event's zone unless `tz` says otherwise (no
     contact for a public post)."""
-    from audiences.tokens import unsubscribe_url
+    from promo.tokens import unsubscribe_url
 
     broadcast = channel in BROADCAST_CHANNELS
     return context(

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from audiences.contacts import mark_unreachable, withdraw_consent
 from audiences.segments import ADDRESS_FIELD, contact_block
-from audiences.tokens import unsubscribe_url
 from channels import get_channel
 from channels.base import (
     ChannelError,
@@ -39,6 +38,7 @@ from promo.domain.event import EventSpec
 from promo.domain.names import BROADCAST_CHANNELS, PROMOTIONAL_WAVES, Status
 from promo.domain.rules import add_to_history, judge, next_send_time
 from promo.settings import Settings
+from promo.tokens import unsubscribe_url
 
 log = logging.getLogger(__name__)
 

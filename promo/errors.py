@@ -16,3 +16,19 @@ class EventError(UserError):
 
 class PlanError(UserError):
     """A campaign that breaks the campaign rules (too early, too many waves, in the past)."""
+
+
+class ConfigurationError(Exception):
+    """Missing or wrong credentials or settings: fails fast, never retried or swallowed.
+
+    Raised out of `deliver` with `results`: what was settled before it stopped (the rest
+    of the messages were not sent).
+    """
+
+    def __init__(self, message: str, *, provider: str = "", status: int | None = None,
+                 code: str | int | None = None):
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.code = code
+        self.results: list = []  # channels.base.SendResult, one per message settled

@@ -8,8 +8,10 @@ import pytest
 from pydantic import SecretStr
 
 import channels
-from channels import get_channel, live_channel, reveal
+import promo.secrets
+from channels import get_channel, live_channel
 from channels.base import ConfigurationError
+from promo.secrets import reveal
 from promo.settings import Settings
 from tests.fakes import FakeTwilio
 from tests.fakes.harness import message
@@ -68,7 +70,7 @@ def test_credential_from_a_prefect_secret_block(prefect_api: None) -> None:
     from prefect.blocks.system import Secret
 
     Secret(value="token-from-the-block").save("promo-test-twilio-token", overwrite=True)
-    channels._secrets.clear()
+    promo.secrets._secrets.clear()
     assert reveal(SecretStr("prefect-secret:promo-test-twilio-token")) == "token-from-the-block"
     assert reveal(SecretStr("plain-token")) == "plain-token"
     with FakeTwilio(SID, "token-from-the-block") as fake:
@@ -91,7 +93,7 @@ def test_webhook_signatures_are_checked_with_the_secret_blocks_value(prefect_api
     from promo.webhooks.twilio import signature_ok
 
     Secret(value="12345").save("promo-test-webhook-token", overwrite=True)
-    channels._secrets.clear()
+    promo.secrets._secrets.clear()
     s = Settings(_env_file=None, twilio_auth_token="prefect-secret:promo-test-webhook-token")
     params = ImmutableMultiDict({"CallSid": "CA1234567890ABCDE", "Caller": "+14158675309",
                                  "Digits": "1234", "From": "+14158675309", "To": "+18005551212"})

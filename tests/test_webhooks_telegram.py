@@ -14,8 +14,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from audiences.tokens import telegram_link, telegram_link_token
 from promo.settings import reset_settings
+from promo.tokens import telegram_link, telegram_link_token
 from promo.webhooks.telegram import poll
 from tests.webhook_support import TELEGRAM_SECRET, World, add_contact, make_world
 

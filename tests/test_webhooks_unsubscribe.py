@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from audiences.tokens import unsubscribe_token, unsubscribe_url
 from promo.db import session_scope
 from promo.db.models import Contact
 from promo.settings import Settings
+from promo.tokens import unsubscribe_token, unsubscribe_url
 from tests.webhook_support import PUBLIC_URL, World, add_contact, make_world
 
 

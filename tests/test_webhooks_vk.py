@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from audiences.tokens import link_token
+from promo.tokens import link_token
 from tests.webhook_support import (
     VK_CONFIRMATION,
     VK_GROUP,

@@ -42,9 +42,9 @@ from audiences.contacts import (
     normalize_phone,
 )
 from audiences.privacy import forgotten_at
-from channels import reveal
 from promo.db import session_scope
 from promo.db.models import Contact, Event, Registration, utcnow
+from promo.secrets import reveal
 from promo.settings import Settings
 from promo.webhooks.http import forbidden, settings_of
 from promo.webhooks.store import body_digest, dedupe_key, record_once, set_normalized

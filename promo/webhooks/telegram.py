@@ -6,7 +6,7 @@ equal to `telegram_webhook_secret`; Telegram then sends that secret in the
 `promo telegram poll` fetches the same updates by long polling and handles them the
 same way (`handle_update`).
 
-The token comes from a link the organizer shares (`audiences.tokens.telegram_link`,
+The token comes from a link the organizer shares (`promo.tokens.telegram_link`,
 `https://t.me/<bot>?start=<token>`, e.g. in an email): opening it starts the bot, which
 learns the person's chat id and records their consent. Blocking the bot withdraws it.
 """
@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from audiences.contacts import find_contact
-from audiences.tokens import read_link_token
-from channels import reveal
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
 from promo.errors import UserError
+from promo.secrets import reveal
 from promo.settings import Settings
+from promo.tokens import read_link_token
 from promo.webhooks.consent import opt_in, opt_out
 from promo.webhooks.http import forbidden, settings_of
 from promo.webhooks.store import body_digest, dedupe_key, record_once, set_normalized

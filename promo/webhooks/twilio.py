@@ -22,9 +22,9 @@ from twilio.request_validator import (
 )
 
 from audiences.contacts import find_contact
-from channels import reveal
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
+from promo.secrets import reveal
 from promo.settings import Settings
 from promo.webhooks.consent import mark_unreachable, opt_in, opt_out
 from promo.webhooks.http import forbidden, form_params, public_request_url, settings_of

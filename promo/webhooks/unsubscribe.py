@@ -4,7 +4,7 @@ GET shows a small page in the contact's language with one button; it changes not
 because mail scanners and link previews open links nobody clicked. POST withdraws the
 consent: the page's button, and the RFC 8058 one-click POST a mail client sends when
 the message carries `List-Unsubscribe-Post: List-Unsubscribe=One-Click`. The token is
-signed (`audiences.tokens`, with `secret_key`) and never expires; a tampered or foreign
+signed (`promo.tokens`, with `secret_key`) and never expires; a tampered or foreign
 token changes nothing and the page says so.
 """
 
@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from audiences.segments import ADDRESS_FIELD
-from audiences.tokens import read_unsubscribe_token
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, utcnow
 from promo.settings import Settings
+from promo.tokens import read_unsubscribe_token
 from promo.webhooks.consent import opt_out, standing
 from promo.webhooks.http import log, settings_of
 from promo.webhooks.store import dedupe_key, record_once, set_normalized

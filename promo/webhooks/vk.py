@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from audiences.contacts import find_contact
-from audiences.tokens import read_link_token
-from channels import reveal
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
+from promo.secrets import reveal
 from promo.settings import Settings
+from promo.tokens import read_link_token
 from promo.webhooks.consent import opt_in, opt_out
 from promo.webhooks.http import forbidden, settings_of
 from promo.webhooks.store import body_digest, dedupe_key, record_once, set_normalized
@@ -61,7 +61,7 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
     """Grant or withdraw VK consent for the contact with this VK user id.
 
     A person not yet known by VK id is linked through the widget's `key`, when it is a
-    link token for a contact (`audiences.tokens.link_token(settings, id, "vk")`).
+    link token for a contact (`promo.tokens.link_token(settings, id, "vk")`).
     """
     kind = data.get("type")
     action = ACTIONS[kind]

@@ -35,7 +35,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print the report as JS
 
 
 def _consoles():
-    from promo.cli import console, err
+    from promo.cli.output import console, err
 
     return console, err
 
@@ -45,7 +45,7 @@ def _progress(message: str) -> None:
 
 
 def _print_report(report, as_json: bool) -> None:
-    from promo.cli import print_json
+    from promo.cli.output import print_json
 
     console, err = _consoles()
     if as_json:
@@ -99,7 +99,7 @@ def _run(path: Path, slug: str | None, **kwargs) -> None:
         # one problem per line, never wrapped: `file:line: column: reason` stays greppable
         _, err = _consoles()
         if as_json:
-            from promo.cli import print_json
+            from promo.cli.output import print_json
 
             print_json(refused.report.as_dict())
         err.print("[red]error:[/] " + escape(str(refused)), highlight=False, soft_wrap=True)
@@ -156,7 +156,7 @@ def contacts_show(
 ) -> None:
     """Everything stored about a person: addresses, topics, consents, registrations, messages."""
     from audiences.privacy import show
-    from promo.cli import print_json
+    from promo.cli.output import print_json
     from promo.db import session_scope
 
     with session_scope() as s:

@@ -1,67 +1,20 @@
-"""The `promo` command line: what an organizer does by hand."""
+"""The campaign commands: `promo demo`, `run`, `plan` and `why`."""
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from promo.cli.output import console, outcome_table, parse_time, print_json
 from promo.errors import UserError
 
-app = typer.Typer(
-    help="event-promo: plan and send event promotion campaigns over email, SMS, voice, VK "
-    "and Telegram.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-events_app = typer.Typer(help="Event files: check and store them.", no_args_is_help=True)
-db_app = typer.Typer(help="The database.", no_args_is_help=True)
-app.add_typer(events_app, name="events")
-app.add_typer(db_app, name="db")
 
-# piped output (CI logs, `| less`) gets room for the outcome tables instead of 80 columns
-console = Console() if sys.stdout.isatty() else Console(width=120)
-# errors name files and lines: never wrapped, a path must stay whole to be copied
-err = Console(stderr=True, soft_wrap=True)
-
-OUTCOME_COLUMNS = ("sent", "deferred", "capped", "suppressed", "dropped", "failed", "uncertain")
-
-
-def parse_time(value: str | None, option: str = "--now") -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"{option} {value!r}: not an ISO time like 2026-11-26T11:00:00+03:00") from None
-    if parsed.tzinfo is None:
-        raise UserError(f"{option} {value!r}: add a UTC offset, like +03:00")
-    return parsed
-
-
-def outcome_table(title: str, outcomes: dict[str, dict[str, dict[str, int]]],
-                  columns: tuple[str, ...] = OUTCOME_COLUMNS) -> Table:
-    table = Table(title=title)
-    table.add_column("wave")
-    table.add_column("channel")
-    for c in columns:
-        table.add_column(c, justify="right")
-    for wave, per_channel in outcomes.items():
-        for channel, row in sorted(per_channel.items()):
-            table.add_row(wave, channel, *(str(row.get(c, 0)) for c in columns))
-    return table
-
-
-@app.command()
 def demo(
     folder: Annotated[Path, typer.Option("--dir", help="where the demo writes its store and outbox")] = Path("demo"),
     contacts: Annotated[int, typer.Option(help="size of the synthetic audience", min=10)] = 1000,
@@ -94,7 +47,6 @@ def demo(
     console.print(f"done in {time.monotonic() - started:.0f} s")
 
 
-@app.command()
 def run(
     event_file: Annotated[Path, typer.Argument(help="the event YAML")],
     wave: Annotated[str | None, typer.Option(help="run only this wave (announce, last_call, reminder)")] = None,
@@ -137,7 +89,6 @@ def run(
     console.print(outcome_table(f"{spec.slug}: messages so far", all_outcomes(spec.slug)))
 
 
-@app.command()
 def plan(
     event_file: Annotated[Path, typer.Argument(help="the event YAML")],
     now: Annotated[str | None, typer.Option(help="the clock, ISO 8601 with offset")] = None,
@@ -201,7 +152,6 @@ def _money(amount: float) -> str:
     return f"{amount:,.2f}" if amount >= 1 or amount == 0 else f"{amount:.4f}".rstrip("0")
 
 
-@app.command()
 def why(
     contact: Annotated[str, typer.Argument(help="contact id, email or phone")],
     event: Annotated[str, typer.Argument(help="event slug (stored) or event YAML file")],
@@ -238,83 +188,3 @@ def why(
         src = "" if x.source == "ledger" else f" ({x.source})"
         console.print(escape(f"  {x.wave:<9} {x.channel or '-':<9} {x.status}{tail} {when}{src}"),
                       highlight=False)
-
-
-@events_app.command("check")
-def events_check(event_file: Path) -> None:
-    """Validate an event file and show its waves."""
-    from flows.plan import check_rules
-    from promo.domain.event import load_event
-
-    spec = load_event(event_file)
-    check_rules(spec)
-    for name, w in spec.campaign.waves().items():
-        at = spec.wave_time(w)
-        console.print(f"{name}: {at:%Y-%m-%d %H:%M %Z}, {w.mode}: {', '.join(w.channels)}")
-    console.print(f"{event_file}: ok")
-
-
-@events_app.command("add")
-def events_add(event_file: Path) -> None:
-    """Validate an event file and store (or update) the event."""
-    from flows.plan import check_rules
-    from flows.store import save_event
-    from promo.db import session_scope
-    from promo.domain.event import load_event
-
-    spec = load_event(event_file)
-    check_rules(spec)
-    with session_scope() as s:
-        save_event(s, spec, event_file)
-    console.print(f"{spec.slug}: stored")
-
-
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Create or migrate the database (also done on first use)."""
-    from promo.db import get_engine
-
-    engine = get_engine()
-    console.print(f"{engine.url.render_as_string(hide_password=True)}: up to date")
-
-
-# Command groups defined next to the code they drive; each registers itself on `app`.
-# (one import per line: contacts/registrations, preview, webhooks, ...)
-from audiences.cli import contacts_app, registrations_app
-
-app.add_typer(contacts_app, name="contacts")
-app.add_typer(registrations_app, name="registrations")
-from promo.webhooks.cli import telegram_app, webhooks_app
-
-app.add_typer(webhooks_app, name="webhooks"); app.add_typer(telegram_app, name="telegram")
-from channels.preview import preview
-
-app.command("preview")(preview)
-
-
-def main() -> None:
-    try:
-        app()
-    except UserError as exc:
-        err.print("[red]error:[/] " + escape(str(exc)), highlight=False)
-        sys.exit(2)
-    except Exception as exc:
-        # a provider's settings refused (a revoked key) or a flow run that ended Failed with
-        # its reason: one line, the run's log has the rest
-        from prefect.exceptions import FailedRun
-
-        from channels.base import ConfigurationError
-
-        if not isinstance(exc, FailedRun | ConfigurationError):
-            raise
-        err.print("[red]error:[/] " + escape(str(exc)), highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-
-
-def print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
-if __name__ == "__main__":
-    main()

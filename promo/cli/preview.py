@@ -58,9 +58,9 @@ def preview(
     if contact is not None:
         if channel in BROADCAST_CHANNELS:
             raise UserError(f"--contact: {channel} is a public post, it goes to no contact")
-        from audiences.tokens import unsubscribe_url
         from promo.db import session_scope
         from promo.db.models import Contact
+        from promo.tokens import unsubscribe_url
 
         with session_scope(settings.database_url) as s:
             row = s.get(Contact, contact)

@@ -14,7 +14,7 @@ telegram_app = typer.Typer(help="The Telegram bot: updates by polling, links for
 
 
 def _print_urls() -> None:
-    from promo.cli import console
+    from promo.cli.output import console
     from promo.settings import get_settings
     from promo.webhooks import webhook_url
     from promo.webhooks.app import configured
@@ -69,7 +69,7 @@ def poll(
     once: Annotated[bool, typer.Option("--once", help="handle what is waiting, then stop")] = False,
 ) -> None:
     """Handle the bot's updates (/start, /stop) by long polling, where no public URL exists."""
-    from promo.cli import console
+    from promo.cli.output import console
     from promo.settings import get_settings
     from promo.webhooks.telegram import poll as poll_updates
 
@@ -84,9 +84,9 @@ def poll(
 @telegram_app.command("link")
 def link(contact_id: Annotated[int, typer.Argument(help="the contact's id")]) -> None:
     """The link that ties a contact's Telegram chat to them (share it, e.g. in an email)."""
-    from audiences.tokens import telegram_link, telegram_link_token
-    from promo.cli import console
+    from promo.cli.output import console
     from promo.settings import get_settings
+    from promo.tokens import telegram_link, telegram_link_token
 
     settings = get_settings()
     settings.require_own_secret("a Telegram link")

@@ -9,7 +9,7 @@ import re
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from channels import reveal
+from promo.secrets import reveal
 from promo.settings import Settings
 
 

@@ -1,0 +1,50 @@
+"""`promo events` (check and store event files) and `promo db`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from promo.cli.output import console
+
+events_app = typer.Typer(help="Event files: check and store them.", no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+
+
+@events_app.command("check")
+def events_check(event_file: Path) -> None:
+    """Validate an event file and show its waves."""
+    from flows.plan import check_rules
+    from promo.domain.event import load_event
+
+    spec = load_event(event_file)
+    check_rules(spec)
+    for name, w in spec.campaign.waves().items():
+        at = spec.wave_time(w)
+        console.print(f"{name}: {at:%Y-%m-%d %H:%M %Z}, {w.mode}: {', '.join(w.channels)}")
+    console.print(f"{event_file}: ok")
+
+
+@events_app.command("add")
+def events_add(event_file: Path) -> None:
+    """Validate an event file and store (or update) the event."""
+    from flows.plan import check_rules
+    from flows.store import save_event
+    from promo.db import session_scope
+    from promo.domain.event import load_event
+
+    spec = load_event(event_file)
+    check_rules(spec)
+    with session_scope() as s:
+        save_event(s, spec, event_file)
+    console.print(f"{spec.slug}: stored")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database (also done on first use)."""
+    from promo.db import get_engine
+
+    engine = get_engine()
+    console.print(f"{engine.url.render_as_string(hide_password=True)}: up to date")
