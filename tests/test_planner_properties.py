@@ -132,8 +132,13 @@ def test_campaign_invariants(s):
                    for n, w in waves.items() if n in PROMOTIONAL_WAVES)
         note_case("refused by the plan")
         return
+    # each promotional wave of the event file once, in order, at increasing times: a wave
+    # planned twice (or one the event does not have) would send a third promotion
     promotional = [w for w in plan.waves if w.name in PROMOTIONAL_WAVES]
-    assert len(promotional) <= 2
+    configured = [n for n in event.campaign.waves() if n in PROMOTIONAL_WAVES]
+    assert [w.name for w in promotional] == configured
+    times = [w.scheduled_at for w in promotional]
+    assert times == sorted(times) and len(set(times)) == len(times)
 
     history = initial_history(s, settings_)
     start_state = {cid: {k: list(v) for k, v in h.items()} for cid, h in history.items()}
