@@ -34,9 +34,18 @@ from channels.base import (
 PROVIDER = "twilio"
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
-# Twilio error codes (https://www.twilio.com/docs/api/errors)
-OPTED_OUT = {21610}  # the recipient replied STOP
-UNREACHABLE = {21211, 21614, 21217}  # invalid 'To', not a mobile number, not reachable
+# Twilio error codes (https://www.twilio.com/docs/api/errors/<code>), the one table that the
+# adapter (a refused request) and the status callback (a message that failed later) read.
+# The person opted out with Twilio itself: their SMS consent is withdrawn
+OPTED_OUT = {21610: "the recipient replied STOP to this sender"}
+# the number will never receive an SMS: its consent is marked unreachable
+UNREACHABLE = {
+    21211: "invalid 'To' phone number",
+    21614: "'To' number is not a mobile number",
+    21217: "phone number not reachable",
+    30005: "unknown destination handset",
+    30006: "landline or unreachable carrier",
+}
 RATE_LIMITED = {20429, 14107}  # too many requests; SMS rate limit exceeded
 CONFIGURATION = {20003, 20005, 20008, 21212, 21606, 21659, 21701, 21703, 21704}  # auth, sender
 
@@ -75,6 +84,19 @@ def classify(exc: TwilioRestException, headers: dict[str, str] | None) -> Channe
         return ConfigurationError(message, provider=PROVIDER, status=status, code=code)
     return PermanentError(message, provider=PROVIDER, status=status, code=code,
                           opted_out=code in OPTED_OUT, unreachable=code in UNREACHABLE)
+
+
+def error_code(text: str | None) -> int | None:
+    """A status callback's ErrorCode as a number (None when absent or not a number)."""
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def error_text(code: int | str) -> str:
+    """`error <code>: <what it means>`, as the ledger and the consent history say it."""
+    n = error_code(str(code))
+    known = UNREACHABLE.get(n) or OPTED_OUT.get(n)  # type: ignore[arg-type]
+    return f"error {code}: {known}" if known else f"error {code}"
 
 
 def callback_url(base: str, key: str) -> str:

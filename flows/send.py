@@ -27,7 +27,7 @@ from channels.base import (
     PermanentError,
     SendResult,
 )
-from channels.calendar import ics_attachment
+from channels.mail import Attachment, Invitations, email_extras
 from channels.render import TemplateProblem, context, pick_language, render
 from flows import ledger
 from flows.ledger import Outcome
@@ -35,7 +35,7 @@ from flows.store import event_spec
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, Event, Message, Registration, utcnow
 from promo.domain.event import EventSpec
-from promo.domain.names import BROADCAST_CHANNELS, PROMOTIONAL_WAVES, Status
+from promo.domain.names import BROADCAST_CHANNELS, PROMOTIONAL_WAVES, ChannelName, Status
 from promo.domain.rules import add_to_history, judge, next_send_time
 from promo.settings import Settings
 from promo.tokens import unsubscribe_url
@@ -129,24 +129,16 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
 
 
 def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | None,
-            calendars: dict[tuple, tuple[str, str, bytes]]) -> OutgoingMessage:
+            invitations: Invitations) -> OutgoingMessage:
     lang = pick_language(c.language, spec)
     unsub = unsubscribe_url(settings, c.contact_id, c.channel) if c.contact_id else None
     ctx = context(spec, c.wave, c.channel, name=c.name, tz=c.timezone, lang=lang,
                   unsubscribe_url=unsub, settings=settings)
     r = render(spec, c.wave, c.channel, lang, ctx, override, settings)
-    headers = {}
-    attachments = []
-    if c.channel == "email" and unsub:
-        headers = {"List-Unsubscribe": f"<{unsub}>",
-                   "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-    if c.channel == "email":  # one click puts the event in the contact's calendar
-        # the same entry for every email of a batch in one language: built once (~10 ms)
-        links = (ctx["event"]["registration_url"], ctx["event"]["url"])
-        key = (spec.slug, lang, *links)
-        if key not in calendars:
-            calendars[key] = ics_attachment(spec, lang, *links)
-        attachments = [calendars[key]]
+    headers: dict[str, str] = {}
+    attachments: list[Attachment] = []
+    if c.channel == ChannelName.email:
+        headers, attachments = email_extras(spec, lang, ctx, unsub, invitations)
     return OutgoingMessage(id=c.message_id, key=c.key, channel=c.channel, address=c.address,
                            language=lang, text=r.text, subject=r.subject, html=r.html,
                            headers=headers, attachments=attachments, event_slug=spec.slug,
@@ -170,13 +162,13 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
         by_channel.setdefault(c.channel, []).append(c)
     results: list[Outcome] = []
     misconfigured: list[ConfigurationError] = []
-    calendars: dict[tuple, tuple[str, str, bytes]] = {}
+    invitations = Invitations()
     for channel_name, items in by_channel.items():
         outgoing: list[OutgoingMessage] = []
         for c in items:
             try:
                 outgoing.append(_render(c, specs[c.event_id], settings, overrides[c.event_id],
-                                        calendars))
+                                        invitations))
             except TemplateProblem as exc:
                 results.append(Outcome(c.message_id, Status.failed, str(exc)))
         # the channel batches, paces and retries; every message gets a result

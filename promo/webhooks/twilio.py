@@ -22,6 +22,7 @@ from twilio.request_validator import (
 )
 
 from audiences.contacts import find_contact
+from channels.twilio_sms import OPTED_OUT, UNREACHABLE, error_code, error_text
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
 from promo.secrets import reveal
@@ -71,17 +72,6 @@ CALL_STATUSES = {
     "failed": "failed",
 }
 
-# Error codes that say the number will never receive an SMS: its consent is marked
-# unreachable (https://www.twilio.com/docs/api/errors/<code>).
-UNREACHABLE_CODES = {
-    "21211": "invalid 'To' phone number",
-    "21614": "'To' number is not a mobile number",
-    "30005": "unknown destination handset",
-    "30006": "landline or unreachable carrier",
-}
-# ... and the one that says the person opted out with Twilio itself
-OPTED_OUT_CODES = {"21610": "the recipient replied STOP to this sender"}
-
 # An inbound SMS that is only one of these words (any case, trailing punctuation
 # ignored) opts the number out of, or back into, SMS. Twilio's own keywords, and Russian.
 OPT_OUT_WORDS = frozenset({
@@ -111,11 +101,6 @@ def _raw(params: ImmutableMultiDict) -> dict[str, Any]:
         values = params.getlist(name)
         out[name] = values[0] if len(values) == 1 else values
     return out
-
-
-def _error_text(code: str) -> str:
-    known = UNREACHABLE_CODES.get(code) or OPTED_OUT_CODES.get(code)
-    return f"error {code}: {known}" if known else f"error {code}"
 
 
 def handle_status(settings: Settings, params: ImmutableMultiDict,
@@ -148,14 +133,14 @@ def handle_status(settings: Settings, params: ImmutableMultiDict,
                 message.provider_message_id = sid
         if message is not None:
             normalized["message_key"] = message.key
-            detail = f"twilio: {raw_status}" + (f" ({_error_text(code)})" if code else "")
+            detail = f"twilio: {raw_status}" + (f" ({error_text(code)})" if code else "")
             changed = list(apply_delivery(message, status, detail, now))
             contact = s.get(Contact, message.contact_id) if message.contact_id else None
-            why = f"twilio {_error_text(code)}" if code else ""
-            if (contact is not None and code in OPTED_OUT_CODES
+            why = f"twilio {error_text(code)}" if code else ""
+            if (contact is not None and error_code(code) in OPTED_OUT
                     and opt_out(s, contact, message.channel, why, now)):
                 changed.append("consent")
-            if (contact is not None and code in UNREACHABLE_CODES
+            if (contact is not None and error_code(code) in UNREACHABLE
                     and mark_unreachable(s, contact.id, message.channel, why, now)):
                 changed.append("unreachable")
             normalized["changed"] = sorted(changed)
