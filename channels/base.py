@@ -338,3 +338,27 @@ class PerThread:
         if self._close is not None:
             for client in clients:
                 self._close(client)
+
+
+@dataclass
+class Live:
+    """A provider adapter built from its credentials, and whose rate limit it shares."""
+
+    channel: Channel
+    account: str  # the provider account (its calls share one limiter per process)
+    rate_key: str  # the account's entry in the `rate_limits` setting
+
+
+
+def credentials(block: Any, provider: str, settings: Any) -> Any:
+    """A provider's credentials: the Prefect Block named in the `credential_blocks` setting
+    (edited on the UI's Blocks page), else built from the flat settings (promo.toml,
+    PROMO_* variables); None when the provider is not set up at all."""
+    name = settings.credential_blocks.get(provider)
+    if not name:
+        return block.from_settings(settings)
+    try:
+        return block.load(name)
+    except ValueError as exc:  # no such block document
+        raise ConfigurationError(f"{provider}: Prefect block {name!r}: {exc}",
+                                 provider=provider) from None

@@ -16,6 +16,8 @@ from email.utils import parseaddr
 from http.client import HTTPException
 from typing import ClassVar
 
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
@@ -37,15 +39,52 @@ from channels.base import (
     Channel,
     ChannelError,
     ConfigurationError,
+    Live,
     OutgoingMessage,
     PermanentError,
     RetryableError,
     SendResult,
+    credentials,
     retry_hint,
     transport_error,
 )
+from promo.secrets import reveal
+from promo.settings import Settings
 
 PROVIDER = "sendgrid"
+
+
+class SendGridCredentials(Block):
+    """SendGrid Mail Send: the API key and host. Register the type with
+    `prefect block register -m channels.sendgrid_email`, save one on the Blocks page and name
+    it in the `credential_blocks` setting (`sendgrid = "<block name>"`); without it the
+    `sendgrid_*` settings are read."""
+
+    _block_type_name = "event-promo SendGrid"
+
+    api_key: SecretStr | None = Field(None, description="a Mail Send API key")
+    host: str = "https://api.sendgrid.com"
+    sandbox: bool = Field(False, description="SendGrid validates the mail and sends nothing")
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> SendGridCredentials | None:
+        if not s.sendgrid_api_key:
+            return None
+        return cls(api_key=s.sendgrid_api_key, host=s.sendgrid_host, sandbox=s.sendgrid_sandbox)
+
+
+def build(channel: str, settings: Settings) -> Live | None:
+    """The email adapter, when SendGrid is set up."""
+    creds = credentials(SendGridCredentials, PROVIDER, settings)
+    if channel != "email" or creds is None or not creds.api_key:
+        return None
+    adapter = SendGridEmail(reveal(creds.api_key), sender=settings.email_from, host=creds.host,
+                            sandbox=creds.sandbox, timeout=settings.send_timeout)
+    return Live(adapter, "sendgrid", "sendgrid")
+
+
+def missing(channel: str, settings: Settings) -> str | None:
+    return None  # one key: set or not
 
 
 class SendGridEmail(Channel):

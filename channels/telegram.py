@@ -20,6 +20,8 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
 from telegram import Bot
 from telegram.error import (
     BadRequest,
@@ -38,15 +40,68 @@ from channels.base import (
     Channel,
     ChannelError,
     ConfigurationError,
+    Live,
     OutgoingMessage,
     PermanentError,
     RetryableError,
     SendResult,
+    credentials,
     transport_error,
 )
+from promo.secrets import reveal
+from promo.settings import Settings
 
 PROVIDER = "telegram"
 _TOKEN_IN_URL = re.compile(r"/bot\d+:[\w-]+")
+
+
+class TelegramCredentials(Block):
+    """The bot's token and the channel it posts to. Register the type with
+    `prefect block register -m channels.telegram`, save one on the Blocks page and name it in
+    the `credential_blocks` setting (`telegram = "<block name>"`); without it the
+    `telegram_*` settings are read."""
+
+    _block_type_name = "event-promo Telegram"
+
+    bot_token: SecretStr | None = Field(None, description="from @BotFather")
+    channel: str | None = Field(None, description="the channel to post to, e.g. @my_meetups")
+    base_url: str = "https://api.telegram.org/bot"
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> TelegramCredentials | None:
+        if not s.telegram_bot_token:
+            return None
+        return cls(bot_token=s.telegram_bot_token, channel=s.telegram_channel,
+                   base_url=s.telegram_base_url)
+
+
+def telegram_credentials(settings: Settings) -> TelegramCredentials | None:
+    return credentials(TelegramCredentials, PROVIDER, settings)
+
+
+def build(channel: str, settings: Settings) -> Live | None:
+    """Direct messages, or channel posts, when the bot (and the channel) are set up."""
+    c = telegram_credentials(settings)
+    if c is None or not c.bot_token:
+        return None
+    token = reveal(c.bot_token)
+    options = {"base_url": c.base_url, "timeout": settings.send_timeout,
+               "pool": settings.send_concurrency}
+    if channel == "telegram":
+        adapter: Channel = TelegramDirect(token, **options)
+    elif channel == "telegram_channel" and c.channel:
+        adapter = TelegramChannelPost(token, channel=c.channel, **options)
+    else:
+        return None
+    # the bot's overall limit covers its direct messages and its channel posts
+    return Live(adapter, f"telegram:{token.split(':')[0]}", "telegram")
+
+
+def missing(channel: str, settings: Settings) -> str | None:
+    c = telegram_credentials(settings)
+    if channel == "telegram_channel" and c is not None and c.bot_token and not c.channel:
+        return "telegram_channel (the channel to post to, e.g. @my_meetups)"
+    return None
 
 
 class _RedactToken(logging.Filter):

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import requests
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -22,14 +24,18 @@ from channels.base import (
     Channel,
     ChannelError,
     ConfigurationError,
+    Live,
     OutgoingMessage,
     PermanentError,
     PerThread,
     RetryableError,
     SendResult,
+    credentials,
     retry_hint,
     transport_error,
 )
+from promo.secrets import reveal
+from promo.settings import Settings
 
 PROVIDER = "twilio"
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -48,6 +54,62 @@ UNREACHABLE = {
 }
 RATE_LIMITED = {20429, 14107}  # too many requests; SMS rate limit exceeded
 CONFIGURATION = {20003, 20005, 20008, 21212, 21606, 21659, 21701, 21703, 21704}  # auth, sender
+
+
+class TwilioCredentials(Block):
+    """Twilio's account (SID and auth token) and the sender of SMS and calls. Register the
+    type with `prefect block register -m channels.twilio_sms`, save one on the Blocks page
+    and name it in the `credential_blocks` setting (`twilio = "<block name>"`); without it
+    the `twilio_*` settings are read. The status webhook checks signatures with this token."""
+
+    _block_type_name = "event-promo Twilio"
+
+    account_sid: str | None = Field(None, description="AC...")
+    auth_token: SecretStr | None = None
+    from_number: str | None = Field(None, description="the number SMS and calls come from")
+    messaging_service_sid: str | None = Field(None, description="MG...: sends SMS from its pool")
+    base_url: str | None = Field(None, description="another API host (tests, a proxy)")
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> TwilioCredentials | None:
+        if not (s.twilio_account_sid or s.twilio_auth_token):
+            return None
+        return cls(account_sid=s.twilio_account_sid, auth_token=s.twilio_auth_token,
+                   from_number=s.twilio_from, messaging_service_sid=s.twilio_messaging_service_sid,
+                   base_url=s.twilio_base_url)
+
+
+def twilio_credentials(settings: Settings) -> TwilioCredentials | None:
+    return credentials(TwilioCredentials, PROVIDER, settings)
+
+
+def build(channel: str, settings: Settings) -> Live | None:
+    """The SMS adapter, when the account and a sender are set up."""
+    c = twilio_credentials(settings)
+    if channel != "sms" or c is None or not (c.account_sid and c.auth_token):
+        return None
+    if not (c.from_number or c.messaging_service_sid):
+        return None
+    adapter = TwilioSMS(c.account_sid, reveal(c.auth_token), sender=c.from_number,
+                        messaging_service_sid=c.messaging_service_sid, base_url=c.base_url,
+                        status_callback=settings.twilio_status_callback_url,
+                        timeout=settings.send_timeout)
+    # Twilio's messaging throughput is per sender (or per Messaging Service)
+    return Live(adapter, f"twilio_sms:{c.messaging_service_sid or c.from_number}", "twilio_sms")
+
+
+def missing(channel: str, settings: Settings) -> str | None:
+    """What a partly set-up account still lacks for SMS or calls (None: not set up, or set)."""
+    c = twilio_credentials(settings)
+    if c is None:
+        return None
+    need = [k for k, v in (("twilio_account_sid", c.account_sid),
+                           ("twilio_auth_token", c.auth_token)) if not v]
+    if channel == "sms" and not (c.from_number or c.messaging_service_sid):
+        need.append("twilio_from or twilio_messaging_service_sid")
+    if channel == "voice" and not c.from_number:
+        need.append("twilio_from (calls need a number; a Messaging Service cannot call)")
+    return ", ".join(need) or None
 
 
 class _HttpClient(TwilioHttpClient):

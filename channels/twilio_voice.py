@@ -13,8 +13,19 @@ from typing import Any, ClassVar
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from channels.base import ConfigurationError, OutgoingMessage
-from channels.twilio_sms import TwilioChannel, callback_url, check_number, twilio_clients
+from channels.base import ConfigurationError, Live, OutgoingMessage
+from channels.twilio_sms import (
+    TwilioChannel,
+    callback_url,
+    check_number,
+    missing,
+    twilio_clients,
+    twilio_credentials,
+)
+from promo.secrets import reveal
+from promo.settings import Settings
+
+__all__ = ["TwilioVoice", "build", "missing", "twiml"]
 
 # the languages <Say> speaks, by our contacts' language codes
 SAY_LANGUAGES = {"ru": "ru-RU", "en": "en-US"}
@@ -51,3 +62,15 @@ class TwilioVoice(TwilioChannel):
 
     def create(self, client: Client, fields: dict[str, Any]) -> Any:
         return client.calls.create(**fields)
+
+
+def build(channel: str, settings: Settings) -> Live | None:
+    """The voice adapter, when the account and a number to call from are set up."""
+    c = twilio_credentials(settings)
+    if channel != "voice" or c is None or not (c.account_sid and c.auth_token and c.from_number):
+        return None
+    adapter = TwilioVoice(c.account_sid, reveal(c.auth_token), sender=c.from_number,
+                          base_url=c.base_url, status_callback=settings.twilio_status_callback_url,
+                          machine_detection=settings.twilio_machine_detection,
+                          timeout=settings.send_timeout)
+    return Live(adapter, f"twilio_calls:{c.account_sid}", "twilio_calls")

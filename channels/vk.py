@@ -22,20 +22,26 @@ from typing import Any, ClassVar
 import jconfig
 import requests
 import vk_api
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
 from vk_api.exceptions import ApiError, ApiHttpError
 
 from channels.base import (
     Channel,
     ChannelError,
     ConfigurationError,
+    Live,
     OutgoingMessage,
     PermanentError,
     PerThread,
     RetryableError,
     SendResult,
+    credentials,
     retry_hint,
     transport_error,
 )
+from promo.secrets import reveal
+from promo.settings import Settings
 
 PROVIDER = "vk"
 API_VERSION = "5.199"
@@ -44,6 +50,53 @@ SDK_HOSTS = ("https://api.vk.ru/method/", "https://api.vk.com/method/")
 UNREACHABLE = {900, 901, 902}  # blacklisted the community, no permission, privacy settings
 RETRYABLE = {1, 6, 9, 10, 29}  # unknown (try later), too many rps, flood control, internal, limit
 CONFIGURATION = {5, 7, 15, 27, 28}  # bad token, no permission, access denied, wrong token type
+
+
+class VKCredentials(Block):
+    """The VK community: its token (messages), an admin's user token (wall posts) and its id.
+    Register the type with `prefect block register -m channels.vk`, save one on the Blocks
+    page and name it in the `credential_blocks` setting (`vk = "<block name>"`); without it
+    the `vk_*` settings are read."""
+
+    _block_type_name = "event-promo VK"
+
+    group_token: SecretStr | None = Field(None, description="community token: messages.send")
+    group_id: int | None = Field(None, description="the community's id")
+    user_token: SecretStr | None = Field(None, description="an admin's user token: wall.post")
+    api_url: str = "https://api.vk.com/method/"
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> VKCredentials | None:
+        if not (s.vk_group_token or s.vk_user_token):
+            return None
+        return cls(group_token=s.vk_group_token, group_id=s.vk_group_id,
+                   user_token=s.vk_user_token, api_url=s.vk_api_url)
+
+
+def build(channel: str, settings: Settings) -> Live | None:
+    """Community messages, or wall posts, when their tokens are set up."""
+    c = credentials(VKCredentials, PROVIDER, settings)
+    if c is None:
+        return None
+    timeout = settings.send_timeout
+    if channel == "vk" and c.group_token:
+        adapter: Channel = VKMessages(reveal(c.group_token), api_url=c.api_url, timeout=timeout)
+        return Live(adapter, f"vk_group:{c.group_id}", "vk_group")
+    if channel == "vk_wall" and c.user_token and c.group_id:
+        adapter = VKWall(reveal(c.user_token), group_id=c.group_id, api_url=c.api_url,
+                         timeout=timeout)
+        return Live(adapter, f"vk_user:{c.group_id}", "vk_user")
+    return None
+
+
+def missing(channel: str, settings: Settings) -> str | None:
+    c = credentials(VKCredentials, PROVIDER, settings)
+    if c is None:
+        return None
+    if channel == "vk":
+        return None if c.group_token else "vk_group_token"
+    need = [k for k, v in (("vk_user_token", c.user_token), ("vk_group_id", c.group_id)) if not v]
+    return ", ".join(need) or None
 
 
 class _ApiSession(requests.Session):

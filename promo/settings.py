@@ -61,6 +61,9 @@ DEFAULT_RATE_LIMITS = {
     "telegram": 30.0,
 }
 
+# the providers whose credentials can live in a Prefect Block (`credential_blocks`)
+CREDENTIAL_PROVIDERS = ("sendgrid", "twilio", "vk", "telegram")
+
 DEFAULT_QUIET_HOURS = {
     # the window in which a message may be delivered, in the contact's time zone
     "sms": "09:00-21:00",
@@ -112,7 +115,11 @@ class Settings(BaseSettings):
     telegram_bot_username: str | None = Field(None, description="for t.me/<bot>?start= links")
     registration_webhook_secret: SecretStr | None = None
 
-    # providers: a channel is live when its credentials are set, otherwise it writes to the outbox
+    # providers: a channel is live when its credentials are set, otherwise it writes to the outbox.
+    # Each provider's credentials come from a Prefect Block when one is named here
+    # (sendgrid, twilio, vk, telegram -> block name; the types: channels/<provider>.py),
+    # otherwise from the settings below
+    credential_blocks: dict[str, str] = Field(default_factory=dict)
     sendgrid_api_key: SecretStr | None = None
     sendgrid_host: str = "https://api.sendgrid.com"
     sendgrid_sandbox: bool = False
@@ -149,6 +156,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown channel {name!r} (known: {', '.join(DEFAULT_CAPS)})")
             parse_cap(text)
         return merged
+
+    @field_validator("credential_blocks")
+    @classmethod
+    def _check_credential_blocks(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name not in CREDENTIAL_PROVIDERS:
+                raise ValueError(f"unknown provider {name!r} "
+                                 f"(known: {', '.join(CREDENTIAL_PROVIDERS)})")
+        return value
 
     @field_validator("rate_limits")
     @classmethod

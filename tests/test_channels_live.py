@@ -121,3 +121,44 @@ def test_a_provider_set_up_in_part_stops_instead_of_writing_to_the_outbox(
         get_channel(name, Settings(_env_file=None, **settings))
     # with nothing of the provider set, the outbox is what the operator means
     assert not get_channel(name, Settings(_env_file=None)).live
+
+
+def test_credentials_from_a_provider_block(prefect_api: None) -> None:
+    """A Twilio account kept in its typed Block (the UI's Blocks page edits it), named in
+    `credential_blocks`: the adapter sends with it and the status webhook checks with it."""
+    from starlette.datastructures import ImmutableMultiDict
+    from twilio.request_validator import RequestValidator
+
+    from channels.twilio_sms import TwilioCredentials
+    from promo.webhooks.twilio import signature_ok
+
+    TwilioCredentials.register_type_and_schema()
+    with FakeTwilio(SID, "token-in-the-twilio-block") as fake:
+        TwilioCredentials(account_sid=SID, auth_token="token-in-the-twilio-block",
+                          from_number="+15005550006", base_url=fake.url,
+                          ).save("promo-test-twilio", overwrite=True)
+        # the flat settings say otherwise: the block wins
+        s = Settings(_env_file=None, credential_blocks={"twilio": "promo-test-twilio"},
+                     twilio_account_sid="AC" + "9" * 32, twilio_auth_token="wrong")
+        sms = live_channel("sms", s)
+        [result] = sms.deliver([message(1, "sms", "+79990000001")])
+        sms.close()
+    assert result.ok and len(fake.received) == 1
+    loaded = TwilioCredentials.load("promo-test-twilio")
+    assert isinstance(loaded.auth_token, SecretStr)  # shown masked, never printed
+    assert "token-in-the-twilio-block" not in repr(loaded)
+
+    url = "https://promo.example.org/webhooks/twilio/status"
+    params = ImmutableMultiDict({"MessageSid": "SM1", "MessageStatus": "delivered"})
+    good = RequestValidator("token-in-the-twilio-block").compute_signature(url, dict(params))
+    assert signature_ok(s, url, params, {"X-Twilio-Signature": good})
+    assert not signature_ok(s, url, params, {"X-Twilio-Signature": good[:-2] + "xx"})
+
+    missing = Settings(_env_file=None, credential_blocks={"twilio": "no-such-twilio-block"})
+    with pytest.raises(ConfigurationError, match="no-such-twilio-block"):
+        live_channel("sms", missing)
+
+
+def test_an_unknown_provider_block_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown provider 'twillio'"):
+        Settings(_env_file=None, credential_blocks={"twillio": "x"})

@@ -19,7 +19,8 @@ from promo.webhooks.links import SHORT_LINK_PATH, short_link_redirect
 def configured(settings: Settings) -> dict[str, bool]:
     """Which endpoints can accept anything: each refuses every request until its secret is set."""
     return {
-        "twilio": settings.twilio_auth_token is not None,
+        "twilio": (settings.twilio_auth_token is not None
+                   or "twilio" in settings.credential_blocks),
         "sendgrid": bool(settings.sendgrid_webhook_public_key),
         "vk": settings.vk_callback_secret is not None and bool(settings.vk_confirmation_code),
         "telegram": settings.telegram_webhook_secret is not None,

@@ -174,10 +174,13 @@ async def poll(settings: Settings, *, once: bool = False, timeout: int = 30) -> 
     from telegram import Bot
     from telegram.error import Conflict, InvalidToken, TelegramError
 
-    if settings.telegram_bot_token is None:
+    from channels.telegram import telegram_credentials
+
+    creds = telegram_credentials(settings)
+    if creds is None or creds.bot_token is None:
         raise UserError("telegram_bot_token is not set (PROMO_TELEGRAM_BOT_TOKEN): "
                         "the bot cannot fetch its updates")
-    bot = Bot(reveal(settings.telegram_bot_token), base_url=settings.telegram_base_url)
+    bot = Bot(reveal(creds.bot_token), base_url=creds.base_url)
     handled = 0
     offset: int | None = None
     try:

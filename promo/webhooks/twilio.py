@@ -22,7 +22,13 @@ from twilio.request_validator import (
 )
 
 from audiences.contacts import find_contact
-from channels.twilio_sms import OPTED_OUT, UNREACHABLE, error_code, error_text
+from channels.twilio_sms import (
+    OPTED_OUT,
+    UNREACHABLE,
+    error_code,
+    error_text,
+    twilio_credentials,
+)
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
 from promo.secrets import reveal
@@ -85,8 +91,10 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 def signature_ok(settings: Settings, url: str, params: ImmutableMultiDict,
                  headers: Any) -> bool:
-    """Whether `X-Twilio-Signature` is Twilio's, for this URL and these fields."""
-    token = settings.twilio_auth_token
+    """Whether `X-Twilio-Signature` is Twilio's, for this URL and these fields (signed with
+    the account's auth token: from its Block, or the settings)."""
+    creds = twilio_credentials(settings)
+    token = creds.auth_token if creds is not None else None
     signature = headers.get(SIGNATURE_HEADER)
     if token is None or not signature:
         return False
