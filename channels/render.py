@@ -8,25 +8,19 @@ channel without a template of its own may use `<wave>/message.<lang>.txt.j2`.
 
 Every message is checked against its channel's limits (SMS segments, VK, Telegram, the
 TwiML of a call) and an email must carry its unsubscribe link: a template that breaks a rule
-raises TemplateProblem, at plan time for a sample contact (`sample_check`) and again for
+raises TemplateProblem, at plan time for sample contacts (`channels.samples.sample_check`) and again for
 each message at send time.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime, get_timezone_location
 from jinja2 import (
     BaseLoader,
     Environment,
@@ -40,18 +34,13 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment
 
-from channels.calendar import google_calendar_url
 from channels.sms_segments import segments as sms_segments
 from promo.domain.event import EventSpec
-from promo.domain.names import BROADCAST_CHANNELS
 from promo.errors import UserError
-from promo.settings import Settings, get_settings
+from promo.settings import Settings
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-LANGUAGES = ("ru", "en")
 PARTS = {"email": ("subject", "html", "txt")}
-# the UTM medium names the kind of wave (promotion or reminder); utm_content names the wave
-WAVE_MEDIUM = {"announce": "promotion", "last_call": "promotion", "reminder": "reminder"}
 
 # channel limits, in characters of the text as sent
 MAX_CHARS = {
@@ -62,18 +51,6 @@ MAX_CHARS = {
 }
 # Twilio refuses a call whose inline `twiml` is longer (error 32018)
 MAX_TWIML_CHARS = 4000
-# speech rate for the estimate of a call's billed minutes
-WORDS_PER_SECOND = 2.5
-
-# how dates read, per language (Babel patterns); the zone is the contact's
-DATE_PATTERN = {"ru": "EEEE, d MMMM", "en": "EEEE, MMMM d"}
-SHORT_DATE_PATTERN = {"ru": "EEE, d MMM", "en": "EEE, MMM d"}
-TIME_PATTERN = {"ru": "HH:mm", "en": "h:mm a"}
-WHEN_FORMAT = {"ru": "{date}, {time} ({zone})", "en": "{date}, {time} ({zone} time)"}
-
-SAMPLE_NAMES = {"ru": "Константин", "en": "Christopher"}
-SAMPLE_FAR_ZONE = "Asia/Kamchatka"
-SAMPLE_ODD_ZONE = "Asia/Kathmandu"  # UTC+5:45: the longest zone label
 
 
 class TemplateProblem(UserError):
@@ -87,137 +64,6 @@ class Rendered:
     subject: str | None = None
     html: str | None = None
     template: str | None = None  # the file (or inline text) the text part came from
-
-
-# -- links ----------------------------------------------------------------------------------
-
-def utm_medium(wave: str) -> str:
-    return WAVE_MEDIUM.get(wave, wave)
-
-
-def with_utm(url: str, *, source: str, medium: str, campaign: str,
-             content: str | None = None) -> str:
-    """The URL with the UTM tags set (any it had are replaced)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if not k.startswith("utm_")]
-    query += [("utm_source", source), ("utm_medium", medium), ("utm_campaign", campaign)]
-    if content:
-        query.append(("utm_content", content))
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def tagged(url: str, event: EventSpec, wave: str, channel: str) -> str:
-    """A link as a message of this wave on this channel carries it."""
-    return with_utm(url, source=channel, medium=utm_medium(wave), campaign=event.slug,
-                    content=wave)
-
-
-# served by the webhook server (`promo/webhooks/links.py`)
-SHORT_LINK_PATH = "/go/{slug}/{channel}/{wave}"
-
-
-def short_link(settings: Settings, event: EventSpec, wave: str, channel: str) -> str:
-    """A short link for SMS, where every character counts: the webhook server redirects it
-    to the registration page with the UTM tags of this wave and channel (`resolve_short_link`)."""
-    path = SHORT_LINK_PATH.format(slug=event.slug, channel=channel, wave=wave)
-    return settings.public_url.rstrip("/") + path
-
-
-def resolve_short_link(event: EventSpec, channel: str, wave: str) -> str:
-    """Where `short_link` leads."""
-    return tagged(str(event.registration_url), event, wave, channel)
-
-
-# -- the context ----------------------------------------------------------------------------
-
-def pick_language(contact_language: str | None, event: EventSpec,
-                  default: str | None = None) -> str:
-    """The contact's language if we have templates in it, then the event's, then the default."""
-    if default is None:
-        default = get_settings().default_language
-    for lang in (contact_language, event.language, default):
-        primary = (lang or "").replace("_", "-").split("-")[0].lower()
-        if primary in LANGUAGES:
-            return primary
-    return LANGUAGES[0]
-
-
-@lru_cache(maxsize=1024)
-def when_parts(moment: datetime, zone: str, lang: str) -> dict[str, str]:
-    """The date, the time and the zone's name, as a contact reads them in their language."""
-    local = moment.astimezone(ZoneInfo(zone))
-    date = format_datetime(local, DATE_PATTERN.get(lang, DATE_PATTERN["en"]), locale=lang)
-    short = format_datetime(local, SHORT_DATE_PATTERN.get(lang, SHORT_DATE_PATTERN["en"]),
-                            locale=lang)
-    time = format_datetime(local, TIME_PATTERN.get(lang, TIME_PATTERN["en"]), locale=lang)
-    place = get_timezone_location(ZoneInfo(zone), locale=lang, return_city=True)
-    return {"date": date, "short_date": short, "time": time, "zone": place,
-            "zone_short": zone_offset(local, lang)}
-
-
-def zone_offset(local: datetime, lang: str) -> str:
-    """A zone in a few characters, for an SMS: Russian readers count from Moscow (МСК+2),
-    the others from UTC (UTC+5)."""
-    base, label = ("Europe/Moscow", "МСК") if lang == "ru" else ("UTC", "UTC")
-    offset = local.utcoffset() - local.astimezone(ZoneInfo(base)).utcoffset()
-    minutes = int(offset.total_seconds() // 60)
-    if minutes == 0:
-        return label
-    sign = "+" if minutes > 0 else "-"  # ASCII: a typographic minus would make an SMS UCS-2
-    hours, rest = divmod(abs(minutes), 60)
-    return f"{label}{sign}{hours}" + (f":{rest:02d}" if rest else "")
-
-
-def context(event: EventSpec, wave: str, channel: str, *, name: str | None, tz: str | None,
-            lang: str, unsubscribe_url: str | None, settings: Settings | None = None,
-            ) -> dict[str, Any]:
-    """The variables every template gets (the README's "Templates" section lists them).
-
-    `tz` is the contact's zone (the event's when None: a public post); dates read in it.
-    """
-    settings = settings or get_settings()
-    zone = tz or event.timezone
-    try:
-        ZoneInfo(zone)
-    except (KeyError, ValueError):
-        zone = event.timezone  # a contact's unknown zone: the event's is the best guess
-    w = dict(when_parts(event.starts_at, zone, lang))
-    own_zone = zone == event.timezone
-    registration_url = tagged(str(event.registration_url), event, wave, channel)
-    url = tagged(str(event.url), event, wave, channel) if event.url else None
-    host = urlsplit(str(event.registration_url)).hostname or ""
-    when = WHEN_FORMAT.get(lang, WHEN_FORMAT["en"]).format(**w)
-    return {
-        "event": {
-            "title": event.title,
-            "slug": event.slug,
-            "venue": event.venue,
-            "online": not event.venue,
-            "url": url,
-            "registration_url": registration_url,
-            "short_url": short_link(settings, event, wave, channel),
-            "registration_site": host.removeprefix("www."),
-            "topic": event.topic,
-            "description": event.description,
-            "timezone": event.timezone,
-        },
-        "when": when,
-        "when_short": f"{w['short_date']}, {w['time']}"
-        + ("" if own_zone else f" ({w['zone_short']})"),
-        "date": w["date"],
-        "time": w["time"],
-        "when_zone": w["zone"],
-        "zone_short": w["zone_short"],
-        "same_zone": own_zone,  # the contact is in the event's zone
-        "starts_at": event.starts_at.astimezone(ZoneInfo(zone)),
-        "contact": {"name": name},
-        "broadcast": channel in BROADCAST_CHANNELS,
-        "wave": wave,
-        "channel": channel,
-        "lang": lang,
-        "unsubscribe_url": unsubscribe_url,
-        "calendar_url": google_calendar_url(event, lang, registration_url, url),
-    }
 
 
 # -- templates ------------------------------------------------------------------------------
@@ -305,8 +151,7 @@ def _where(override: str | None, inline: tuple) -> str:
 
 
 def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
-           override: str | None = None, settings: Settings | None = None,
-           check: bool = True) -> Rendered:
+           override: str | None = None, *, settings: Settings, check: bool = True) -> Rendered:
     """Render the message and (unless `check` is off: the preview shows it first) check it
     against the channel's rules."""
     inline = inline_texts(event)
@@ -339,7 +184,7 @@ def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
     subject = " ".join(out["subject"].split()) if "subject" in out else None  # one header line
     rendered = Rendered(text=out["txt"], subject=subject, html=out.get("html"), template=source)
     if check:
-        check_limits(channel, lang, rendered, ctx, settings or get_settings())
+        check_limits(channel, lang, rendered, ctx, settings)
     return rendered
 
 
@@ -403,96 +248,6 @@ def check_limits(channel: str, lang: str, rendered: Rendered, ctx: dict,
                     f"the {part} part of the {ctx.get('wave')} email ({lang}) has no unsubscribe "
                     f"link: every email carries {{{{ unsubscribe_url }}}}"
                 )
-
-
-# -- plan-time checks and the cost estimate ------------------------------------------------
-
-def sample_context(event: EventSpec, wave: str, channel: str, lang: str,
-                   settings: Settings, tz: str | None = None,
-                   name: str | None = None) -> dict[str, Any]:
-    """The context of a sample contact, in the event's zone unless `tz` says otherwise (no
-    contact for a public post)."""
-    from promo.tokens import unsubscribe_url
-
-    broadcast = channel in BROADCAST_CHANNELS
-    return context(
-        event, wave, channel,
-        name=None if broadcast else name or SAMPLE_NAMES.get(lang, "Sample"),
-        tz=None if broadcast else tz or event.timezone, lang=lang,
-        unsubscribe_url=unsubscribe_url(settings, 1_000_000, channel) if channel == "email"
-        else None,
-        settings=settings,
-    )
-
-
-def sample_languages(event: EventSpec, channel: str, settings: Settings) -> tuple[str, ...]:
-    """A public post goes out once, in the event's language; a contact may read either."""
-    if channel in BROADCAST_CHANNELS:
-        return (pick_language(None, event, settings.default_language),)
-    return LANGUAGES
-
-
-def sample_check(event: EventSpec, waves: dict[str, list[str]], override: str | None = None,
-                 settings: Settings | None = None) -> dict[tuple[str, str, str], Rendered]:
-    """Render every template the campaign will use, for a sample contact in each language,
-    before anything is sent. Raises TemplateProblem naming the file and line; returns the
-    samples by (wave, channel, language)."""
-    settings = settings or get_settings()
-    # the longest texts a real contact can get: their zone named (a far one, and one with
-    # half hours: "МСК+2:45"), and a name that is not in the language's alphabet (a Cyrillic
-    # name turns an English SMS into UCS-2, which fits half as much)
-    far = SAMPLE_FAR_ZONE if event.timezone != SAMPLE_FAR_ZONE else "Europe/Moscow"
-    worst = [(tz, name) for tz in (far, SAMPLE_ODD_ZONE) for name in SAMPLE_NAMES.values()]
-    samples: dict[tuple[str, str, str], Rendered] = {}
-    for wave, channels in waves.items():
-        for channel in channels:
-            for lang in sample_languages(event, channel, settings):
-                ctx = sample_context(event, wave, channel, lang, settings)
-                samples[(wave, channel, lang)] = render(event, wave, channel, lang, ctx,
-                                                        override, settings)
-                if channel in BROADCAST_CHANNELS:
-                    continue
-                for tz, name in worst:
-                    ctx = sample_context(event, wave, channel, lang, settings, tz=tz, name=name)
-                    render(event, wave, channel, lang, ctx, override, settings)
-    return samples
-
-
-def estimate(channel: str, text: str, settings: Settings | None = None
-             ) -> tuple[int, float]:
-    """(billed units, cost) of one message: SMS segments, a call's started minutes, or one
-    message; the cost from the `prices` setting."""
-    settings = settings or get_settings()
-    if channel == "sms":
-        units = sms_segments(text)
-    elif channel == "voice":
-        seconds = len(text.split()) / WORDS_PER_SECOND
-        units = max(1, math.ceil(seconds / 60))
-    else:
-        units = 1
-    return units, round(units * settings.prices.get(channel, 0.0), 6)
-
-
-UNITS = {"sms": "segment", "voice": "minute"}
-
-
-def content_estimate(event: EventSpec, wave: str, channel: str, lang: str,
-                     override: str | None = None, settings: Settings | None = None,
-                     ) -> dict[str, Any]:
-    """What the plan shows per wave and channel: the sample message's SMS segments (1 for
-    other channels), its billed units and its estimated cost."""
-    settings = settings or get_settings()
-    ctx = sample_context(event, wave, channel, lang, settings)
-    r = render(event, wave, channel, lang, ctx, override, settings)
-    units, cost = estimate(channel, r.text, settings)
-    return {
-        "segments": units if channel == "sms" else 1,
-        "units": units,
-        "unit": UNITS.get(channel, "message"),
-        "cost_per_message": cost,
-        "currency": settings.currency,
-        "characters": len(r.text),
-    }
 
 
 def override_folder(event: EventSpec, source: Path) -> str | None:

@@ -34,7 +34,8 @@ from prefect.futures import as_completed
 from prefect.states import Failed
 
 from channels.base import ConfigurationError
-from channels.render import override_folder, sample_check
+from channels.render import override_folder
+from channels.samples import sample_check
 from flows.artifacts import (
     dashed,
     publish_nothing_sent,
@@ -279,7 +280,7 @@ def campaign_flow(event_file: str, now: str | None = None, schedule: bool | None
         # a bad edit fails here and the pending waves keep the last good version
         plan = plan_campaign(spec, clock)
         sample_check(spec, {w.name: list(w.spec.channels) for w in plan.active},
-                     override_folder(spec, Path(event_file)))
+                     override_folder(spec, Path(event_file)), settings=settings)
     with session_scope(settings.database_url) as s:
         row = save_event(s, spec, Path(event_file))
         if spec.cancelled and row.cancelled_at is None:

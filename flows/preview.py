@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.segments import load_recipients
-from channels.render import LANGUAGES, content_estimate
+from channels.context import LANGUAGES
+from channels.samples import content_estimate
 from flows.decide import Decision, decide_wave, summarize
 from flows.ledger import load_histories, wave_outcomes
 from flows.plan import CampaignPlan, plan_campaign
@@ -53,7 +54,7 @@ def _content(spec: EventSpec, wave: str, channels: list[str], outcomes: dict[str
     content: dict[str, Any] = {}
     total = 0.0
     for channel in channels:
-        per_lang = {lang: content_estimate(spec, wave, channel, lang, override, settings)
+        per_lang = {lang: content_estimate(spec, wave, channel, lang, override, settings=settings)
                     for lang in LANGUAGES}
         main = per_lang.get(spec.language) or next(iter(per_lang.values()))
         row = outcomes.get(channel, {})

@@ -27,8 +27,9 @@ from channels.base import (
     PermanentError,
     SendResult,
 )
+from channels.context import context, pick_language
 from channels.mail import Attachment, Invitations, email_extras
-from channels.render import TemplateProblem, context, pick_language, render
+from channels.render import TemplateProblem, render
 from flows import ledger
 from flows.ledger import Outcome
 from flows.store import event_spec
@@ -130,11 +131,11 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
 
 def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | None,
             invitations: Invitations) -> OutgoingMessage:
-    lang = pick_language(c.language, spec)
+    lang = pick_language(c.language, spec, settings.default_language)
     unsub = unsubscribe_url(settings, c.contact_id, c.channel) if c.contact_id else None
     ctx = context(spec, c.wave, c.channel, name=c.name, tz=c.timezone, lang=lang,
                   unsubscribe_url=unsub, settings=settings)
-    r = render(spec, c.wave, c.channel, lang, ctx, override, settings)
+    r = render(spec, c.wave, c.channel, lang, ctx, override, settings=settings)
     headers: dict[str, str] = {}
     attachments: list[Attachment] = []
     if c.channel == ChannelName.email:

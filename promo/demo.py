@@ -19,14 +19,14 @@ from prefect import flow
 from sqlalchemy import insert, select
 
 from audiences import synthetic
-from channels.render import sample_check
+from channels.samples import sample_check
 from flows.campaign import release_held, wave_flow
 from flows.plan import plan_campaign
 from flows.store import save_event
 from promo.db import dispose_engines, session_scope
 from promo.db.models import Event, Message, Registration
 from promo.domain.event import load_event
-from promo.settings import reset_settings
+from promo.settings import get_settings, reset_settings
 
 EVENT_SLUG = "python-meetup-74"
 
@@ -122,7 +122,8 @@ def demo_flow(event_file: str, now: str) -> dict:
     clock = datetime.fromisoformat(now)
     spec = load_event(event_file)
     plan = plan_campaign(spec, clock)
-    sample_check(spec, {w.name: list(w.spec.channels) for w in plan.active})
+    sample_check(spec, {w.name: list(w.spec.channels) for w in plan.active},
+                 settings=get_settings())
     registrations = {}
     for i, w in enumerate(plan.active):
         first = wave_flow(spec.slug, w.name, w.send_at.isoformat())

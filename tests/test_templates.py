@@ -15,19 +15,10 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from channels.calendar import event_ics, google_calendar_url
-from channels.render import (
-    DEFAULT_TEMPLATES,
-    LANGUAGES,
-    TemplateProblem,
-    content_estimate,
-    context,
-    estimate,
-    pick_language,
-    render,
-    resolve_short_link,
-    sample_check,
-    with_utm,
-)
+from channels.context import LANGUAGES, context, pick_language
+from channels.links import resolve_short_link, with_utm
+from channels.render import DEFAULT_TEMPLATES, TemplateProblem, render
+from channels.samples import content_estimate, estimate, sample_check
 from channels.sms_segments import segments
 from promo.domain.event import parse_event
 from promo.domain.names import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES
@@ -66,7 +57,7 @@ def rendered(spec, wave: str, channel: str, lang: str, *, name: str | None = "А
                   tz=None if broadcast else tz, lang=lang,
                   unsubscribe_url="https://promo.example.org/unsubscribe/TOKEN-42"
                   if channel == "email" else None, settings=settings)
-    return render(spec, wave, channel, lang, ctx, override, settings)
+    return render(spec, wave, channel, lang, ctx, override, settings=settings)
 
 
 def every_default() -> list[tuple[str, str, str]]:
@@ -464,7 +455,8 @@ def test_the_sms_short_link_redirects_to_the_tagged_page(store: Path):
 def test_the_sms_check_covers_a_cyrillic_name_in_an_english_sms(tmp_path) -> None:
     """140 GSM characters and a name fit one segment with "Christopher"; with "Константин"
     the SMS turns UCS-2 and needs three: refused at plan time, not failed at send time."""
-    from channels.render import TemplateProblem, sample_check
+    from channels.render import TemplateProblem
+    from channels.samples import sample_check
     from promo.domain.event import parse_event
     from tests.helpers import EVENT_TEMPLATE
 
@@ -474,4 +466,4 @@ def test_the_sms_check_covers_a_cyrillic_name_in_an_english_sms(tmp_path) -> Non
     spec = parse_event(EVENT_TEMPLATE.format(slug="odd-sms",
                                              starts_at="2027-03-10T19:00:00+03:00"))
     with pytest.raises(TemplateProblem, match="3 segments"):
-        sample_check(spec, {"announce": ["sms"]}, str(tmp_path / "tpl"))
+        sample_check(spec, {"announce": ["sms"]}, str(tmp_path / "tpl"), settings=SETTINGS)

@@ -198,7 +198,8 @@ def test_the_same_wave_on_postgresql(pg_store, tmp_path):
 
 
 def test_plan_shows_the_counters_segments_and_costs(store, monkeypatch):
-    from channels.render import render, sample_context
+    from channels.render import render
+    from channels.samples import sample_context
     from channels.sms_segments import segments
     from promo.settings import reset_settings
 
@@ -212,7 +213,8 @@ def test_plan_shows_the_counters_segments_and_costs(store, monkeypatch):
     settings = get_settings()
     for lang in ("ru", "en"):
         text = render(spec, "announce", "sms", lang,
-                      sample_context(spec, "announce", "sms", lang, settings), None, settings).text
+                      sample_context(spec, "announce", "sms", lang, settings), None,
+                      settings=settings).text
         assert announce["content"]["sms"]["segments"][lang] == segments(text)
     ru_sms = announce["content"]["sms"]["segments"]["ru"]
     assert announce["content"]["sms"]["cost_per_message"]["ru"] == pytest.approx(0.04 * ru_sms)

@@ -53,12 +53,14 @@ def run(
     now: Annotated[str | None, typer.Option(help="the clock, ISO 8601 with offset (testing, replays)")] = None,
 ) -> None:
     """Run a campaign (the waves due now) or one wave, through the Prefect flows."""
-    from channels.render import override_folder, sample_check
+    from channels.render import override_folder
+    from channels.samples import sample_check
     from flows.campaign import all_outcomes, campaign_flow, wave_flow
     from flows.plan import plan_campaign
     from flows.store import save_event
     from promo.db import session_scope
     from promo.domain.event import WAVES, load_event
+    from promo.settings import get_settings
 
     clock = parse_time(now) or datetime.now(UTC)
     spec = load_event(event_file)
@@ -70,7 +72,7 @@ def run(
         plan = plan_campaign(spec, clock)
         waves = [plan.wave(wave)] if wave else plan.active
         sample_check(spec, {w.name: list(w.spec.channels) for w in waves if w.send_at},
-                     override_folder(spec, event_file))
+                     override_folder(spec, event_file), settings=get_settings())
     if wave is not None:
         if spec.cancelled:
             raise UserError(f"{spec.slug}: the event is cancelled (cancelled: true)")
@@ -95,7 +97,8 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Preview the campaign without sending: per wave, when, channels and outcome counts."""
-    from channels.render import override_folder, sample_check
+    from channels.render import override_folder
+    from channels.samples import sample_check
     from flows.plan import plan_campaign
     from flows.preview import preview_campaign
     from promo.db import session_scope
@@ -108,7 +111,8 @@ def plan(
     override = override_folder(spec, event_file)
     plan_ = plan_campaign(spec, clock)
     # every template the campaign will use, checked before anything else is shown
-    sample_check(spec, {w.name: list(w.spec.channels) for w in plan_.active}, override)
+    sample_check(spec, {w.name: list(w.spec.channels) for w in plan_.active}, override,
+                 settings=get_settings())
     with session_scope() as s:
         data = preview_campaign(s, spec, clock, get_settings(), override)
         s.rollback()  # a preview changes nothing

@@ -13,18 +13,9 @@ from typing import Annotated
 import typer
 
 from channels.calendar import ics_attachment
-from channels.render import (
-    LANGUAGES,
-    UNITS,
-    TemplateProblem,
-    check_limits,
-    context,
-    estimate,
-    override_folder,
-    pick_language,
-    render,
-    sample_context,
-)
+from channels.context import LANGUAGES, context, pick_language
+from channels.render import TemplateProblem, check_limits, override_folder, render
+from channels.samples import UNITS, estimate, sample_context
 from channels.sms_segments import encoding
 from promo.domain.event import load_event
 from promo.domain.names import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES
@@ -78,7 +69,7 @@ def preview(
         who = ("a public post" if channel in BROADCAST_CHANNELS
                else f"a sample contact: {ctx['contact']['name']}, {chosen}, {spec.timezone}")
 
-    rendered = render(spec, wave, channel, chosen, ctx, override, settings, check=False)
+    rendered = render(spec, wave, channel, chosen, ctx, override, settings=settings, check=False)
     echo = typer.echo
     echo(f"{spec.slug} · {wave} · {channel} · {chosen} · for {who}")
     echo(f"template: {rendered.template}")

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from channels.render import SHORT_LINK_PATH, resolve_short_link
+from channels.links import SHORT_LINK_PATH, resolve_short_link
 from promo.domain.event import EventSpec
 from promo.domain.names import BROADCAST_CHANNELS, DIRECT_CHANNELS, WAVES
 from promo.settings import Settings
