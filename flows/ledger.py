@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -246,6 +247,69 @@ def record_outcomes(session: Session, outcomes: list[Outcome], stamp: datetime) 
         rows.append(values)
     if rows:
         session.execute(update(Message), rows)
+
+
+# -- delivery events: what the providers report later ----------------------------------------
+
+# How far along its way an event says a message is. Providers deliver callbacks out of
+# order (a `sent` may arrive after `delivered`): an earlier step never overwrites a later one.
+_PROGRESS = {
+    "unknown": 0, "queued": 1, "sent": 2, "delivered": 3, "opened": 4, "clicked": 5,
+    "failed": 6, "bounced": 6, "unsubscribed": 7, "complained": 8,
+}
+# the ledger statuses a provider's report may move: a decision never sent stays as it is
+_REPORTABLE = ("sent", "delivered", "failed", "uncertain")
+_REACHED = ("delivered", "opened", "clicked", "unsubscribed", "complained")
+
+
+def find_message_by_provider_id(session: Session, provider_id: str) -> Message | None:
+    if not provider_id:
+        return None
+    return session.scalars(
+        select(Message).where(Message.provider_message_id == provider_id).limit(1)
+    ).first()
+
+
+def find_message_by_key(session: Session, key: str) -> Message | None:
+    if not key:
+        return None
+    return session.scalar(select(Message).where(Message.key == key))
+
+
+def apply_delivery(message: Message, status: str, detail: str | None, now: datetime) -> dict:
+    """Move a ledger row by a provider's report; returns what changed (empty: nothing).
+
+    `delivery_status` keeps the furthest step reported. The row's own status follows
+    evidence: a message the provider delivered (or whose recipient opened it) is
+    `delivered`, even one the sender had recorded as failed or uncertain; a failure or
+    bounce makes a sent message `failed` with the provider's reason; a message the
+    provider holds (queued, sent) is no longer `uncertain`.
+    """
+    changes: dict[str, Any] = {}
+    current = message.delivery_status or "unknown"
+    if _PROGRESS.get(status, 0) > _PROGRESS.get(current, 0):
+        changes["delivery_status"] = status
+    new_status = None
+    if message.status in _REPORTABLE:
+        if status in _REACHED and message.status != "delivered":
+            new_status = "delivered"
+        elif status in ("failed", "bounced") and message.status in ("sent", "uncertain"):
+            new_status = "failed"
+        elif status in ("queued", "sent") and message.status == "uncertain":
+            new_status = "sent"
+    if new_status:
+        changes["status"] = new_status
+        if new_status == "failed":
+            changes["reason"] = (detail or f"provider reported {status}")[:300]
+        else:
+            changes["reason"] = f"provider reported {status}"
+            if message.sent_at is None:  # the sender recorded a failure: it went out after all
+                changes["sent_at"] = now
+    for field, value in changes.items():
+        setattr(message, field, value)
+    if changes:
+        message.updated_at = now
+    return changes
 
 
 # -- what the views show -----------------------------------------------------------------------

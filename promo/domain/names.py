@@ -74,3 +74,18 @@ PROMOTIONAL_WAVES = (WaveName.announce, WaveName.last_call)
 WAVES = (*PROMOTIONAL_WAVES, WaveName.reminder)
 WaveLiteral = Literal["announce", "last_call", "reminder"]
 assert set(get_args(WaveLiteral)) == set(WaveName)
+
+
+class Delivery(StrEnum):
+    """What a provider's delivery event says happened to a message (one vocabulary for all)."""
+
+    queued = "queued"
+    sent = "sent"
+    delivered = "delivered"
+    failed = "failed"
+    bounced = "bounced"
+    opened = "opened"
+    clicked = "clicked"
+    unsubscribed = "unsubscribed"
+    complained = "complained"
+    unknown = "unknown"

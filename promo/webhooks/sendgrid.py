@@ -22,16 +22,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from audiences.contacts import find_contact
+from flows.ledger import apply_delivery, find_message_by_key
 from promo.db import session_scope
 from promo.db.models import Contact, Message, utcnow
 from promo.settings import Settings
 from promo.webhooks.consent import opt_out
 from promo.webhooks.http import forbidden, settings_of
 from promo.webhooks.store import (
-    apply_delivery,
     body_digest,
     dedupe_key,
-    find_message_by_key,
     normalize,
     record_once,
     set_normalized,

@@ -1,7 +1,9 @@
-"""What every webhook writes: the event itself, once, and its effect on the ledger.
+"""What every webhook keeps: the event itself, once, with what it was normalized to. Its
+effect on the ledger is `flows.ledger.apply_delivery`'s.
 
-The delivery vocabulary follows django-anymail's: each provider module maps its own
-statuses to these words with a table, and anything it does not know becomes `unknown`.
+The delivery vocabulary (`promo.domain.names.Delivery`) follows django-anymail's: each
+provider module maps its own statuses to these words with a table, and anything it does
+not know becomes `unknown`.
 """
 
 from __future__ import annotations
@@ -9,28 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from promo.db.models import Message, WebhookEvent
-
-DELIVERY_STATUSES = (
-    "queued", "sent", "delivered", "failed", "bounced", "opened", "clicked",
-    "unsubscribed", "complained", "unknown",
-)
-
-# How far along its way an event says a message is. Providers deliver callbacks out of
-# order (a `sent` may arrive after `delivered`): an earlier step never overwrites a later one.
-_PROGRESS = {
-    "unknown": 0, "queued": 1, "sent": 2, "delivered": 3, "opened": 4, "clicked": 5,
-    "failed": 6, "bounced": 6, "unsubscribed": 7, "complained": 8,
-}
-# the ledger statuses a provider's report may move: a decision never sent stays as it is
-_REPORTABLE = ("sent", "delivered", "failed", "uncertain")
-_REACHED = ("delivered", "opened", "clicked", "unsubscribed", "complained")
+from promo.db.models import WebhookEvent
 
 
 def normalize(table: Mapping[str, str], value: str | None) -> str:
@@ -81,51 +67,3 @@ def set_normalized(session: Session, key: str, normalized: dict[str, Any]) -> No
     )
 
 
-def find_message_by_provider_id(session: Session, provider_id: str) -> Message | None:
-    if not provider_id:
-        return None
-    return session.scalars(
-        select(Message).where(Message.provider_message_id == provider_id).limit(1)
-    ).first()
-
-
-def find_message_by_key(session: Session, key: str) -> Message | None:
-    if not key:
-        return None
-    return session.scalar(select(Message).where(Message.key == key))
-
-
-def apply_delivery(message: Message, status: str, detail: str | None, now: datetime) -> dict:
-    """Move a ledger row by a provider's report; returns what changed (empty: nothing).
-
-    `delivery_status` keeps the furthest step reported. The row's own status follows
-    evidence: a message the provider delivered (or whose recipient opened it) is
-    `delivered`, even one the sender had recorded as failed or uncertain; a failure or
-    bounce makes a sent message `failed` with the provider's reason; a message the
-    provider holds (queued, sent) is no longer `uncertain`.
-    """
-    changes: dict[str, Any] = {}
-    current = message.delivery_status or "unknown"
-    if _PROGRESS.get(status, 0) > _PROGRESS.get(current, 0):
-        changes["delivery_status"] = status
-    new_status = None
-    if message.status in _REPORTABLE:
-        if status in _REACHED and message.status != "delivered":
-            new_status = "delivered"
-        elif status in ("failed", "bounced") and message.status in ("sent", "uncertain"):
-            new_status = "failed"
-        elif status in ("queued", "sent") and message.status == "uncertain":
-            new_status = "sent"
-    if new_status:
-        changes["status"] = new_status
-        if new_status == "failed":
-            changes["reason"] = (detail or f"provider reported {status}")[:300]
-        else:
-            changes["reason"] = f"provider reported {status}"
-            if message.sent_at is None:  # the sender recorded a failure: it went out after all
-                changes["sent_at"] = now
-    for field, value in changes.items():
-        setattr(message, field, value)
-    if changes:
-        message.updated_at = now
-    return changes

@@ -29,6 +29,7 @@ from channels.twilio_sms import (
     error_text,
     twilio_credentials,
 )
+from flows.ledger import apply_delivery, find_message_by_key, find_message_by_provider_id
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
 from promo.secrets import reveal
@@ -36,10 +37,7 @@ from promo.settings import Settings
 from promo.webhooks.consent import mark_unreachable, opt_in, opt_out
 from promo.webhooks.http import forbidden, form_params, public_request_url, settings_of
 from promo.webhooks.store import (
-    apply_delivery,
     dedupe_key,
-    find_message_by_key,
-    find_message_by_provider_id,
     normalize,
     record_once,
     set_normalized,
