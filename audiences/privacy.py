@@ -45,6 +45,7 @@ from promo.db.models import (
     Tombstone,
     WebhookEvent,
 )
+from promo.domain.names import WAITING, Status
 from promo.errors import UserError
 from promo.settings import get_settings
 
@@ -270,8 +271,8 @@ def forget(session: Session, text: str, now: datetime | None = None) -> dict:
     session.expunge(contact)
     # nothing still waiting goes out to a person who asked to be forgotten
     session.execute(Message.__table__.update().where(
-        Message.contact_id == cid, Message.status.in_(("planned", "deferred")))
-        .values(status="suppressed", reason="contact forgotten"))
+        Message.contact_id == cid, Message.status.in_(WAITING))
+        .values(status=Status.suppressed, reason="contact forgotten"))
     # providers' raw reports (webhooks) may carry the addresses: keep only that they came
     if held:
         raw, normalized = cast(WebhookEvent.raw, Text), cast(WebhookEvent.normalized, Text)

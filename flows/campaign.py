@@ -63,6 +63,7 @@ from flows.store import event_spec, find_event, save_event, upcoming_events
 from flows.wave import PreparedWave, due_batches, prepare_wave
 from promo.db import session_scope
 from promo.domain.event import EventSpec, load_event
+from promo.domain.names import WaveStatus
 from promo.errors import PlanError
 from promo.settings import get_settings
 
@@ -169,11 +170,11 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
     settings = get_settings()
     clock = parse_now(now).isoformat()
     prepared = decide_task(event_slug, wave, clock)
-    if prepared.status == "early" and now is None and _wait_until(prepared.scheduled_at):
+    if prepared.status == WaveStatus.early and now is None and _wait_until(prepared.scheduled_at):
         clock = parse_now(None).isoformat()
         prepared = decide_task(event_slug, wave, clock)
     decided = _decided(prepared)
-    if prepared.status in ("dropped", "early"):
+    if prepared.status in (WaveStatus.dropped, WaveStatus.early):
         logger.info("%s %s: %s", event_slug, wave, prepared.note)
         publish_nothing_sent(event_slug, wave, prepared.note)
         return {"event": event_slug, "wave": wave, **decided, "sent": {}}

@@ -18,7 +18,7 @@ from channels.base import ChannelError
 from flows.decide import Decision
 from promo.db import is_postgres
 from promo.db.models import Contact, Event, Message, utcnow
-from promo.domain.names import DIRECT, EXPLAINED, SENT_STATUSES, WAITING, Status
+from promo.domain.names import DIRECT, EXPLAINED, SENT_STATUSES, WAITING, Delivery, Status
 from promo.masking import mask_address, scrub
 
 # A message stays in `sending` only while a worker talks to the provider. Older than
@@ -254,12 +254,14 @@ def record_outcomes(session: Session, outcomes: list[Outcome], stamp: datetime) 
 # How far along its way an event says a message is. Providers deliver callbacks out of
 # order (a `sent` may arrive after `delivered`): an earlier step never overwrites a later one.
 _PROGRESS = {
-    "unknown": 0, "queued": 1, "sent": 2, "delivered": 3, "opened": 4, "clicked": 5,
-    "failed": 6, "bounced": 6, "unsubscribed": 7, "complained": 8,
+    Delivery.unknown: 0, Delivery.queued: 1, Delivery.sent: 2, Delivery.delivered: 3,
+    Delivery.opened: 4, Delivery.clicked: 5, Delivery.failed: 6, Delivery.bounced: 6,
+    Delivery.unsubscribed: 7, Delivery.complained: 8,
 }
 # the ledger statuses a provider's report may move: a decision never sent stays as it is
-_REPORTABLE = ("sent", "delivered", "failed", "uncertain")
-_REACHED = ("delivered", "opened", "clicked", "unsubscribed", "complained")
+_REPORTABLE = (Status.sent, Status.delivered, Status.failed, Status.uncertain)
+_REACHED = (Delivery.delivered, Delivery.opened, Delivery.clicked, Delivery.unsubscribed,
+            Delivery.complained)
 
 
 def find_message_by_provider_id(session: Session, provider_id: str) -> Message | None:
@@ -291,15 +293,16 @@ def apply_delivery(message: Message, status: str, detail: str | None, now: datet
         changes["delivery_status"] = status
     new_status = None
     if message.status in _REPORTABLE:
-        if status in _REACHED and message.status != "delivered":
-            new_status = "delivered"
-        elif status in ("failed", "bounced") and message.status in ("sent", "uncertain"):
-            new_status = "failed"
-        elif status in ("queued", "sent") and message.status == "uncertain":
-            new_status = "sent"
+        if status in _REACHED and message.status != Status.delivered:
+            new_status = Status.delivered
+        elif (status in (Delivery.failed, Delivery.bounced)
+              and message.status in (Status.sent, Status.uncertain)):
+            new_status = Status.failed
+        elif status in (Delivery.queued, Delivery.sent) and message.status == Status.uncertain:
+            new_status = Status.sent
     if new_status:
         changes["status"] = new_status
-        if new_status == "failed":
+        if new_status == Status.failed:
             changes["reason"] = (detail or f"provider reported {status}")[:300]
         else:
             changes["reason"] = f"provider reported {status}"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from promo.domain.event import MAX_DAYS_BEFORE, EventSpec, WaveSpec
-from promo.domain.names import PROMOTIONAL_WAVES
+from promo.domain.names import PROMOTIONAL_WAVES, WaveStatus
 from promo.errors import PlanError
 
 # A late promotional wave is still sent at once when the next promotional wave is at
@@ -29,7 +29,7 @@ class WavePlan:
     spec: WaveSpec
     scheduled_at: datetime  # when the campaign asks for it
     send_at: datetime | None  # when it goes: scheduled_at, or now for a late wave; None if dropped
-    status: str  # scheduled | late (sent at once) | dropped
+    status: WaveStatus  # scheduled | late (sent at once) | dropped
     note: str = ""
 
     @property
@@ -107,33 +107,33 @@ def plan_campaign(event: EventSpec, now: datetime) -> CampaignPlan:
     for name, spec in waves.items():
         at = event.wave_time(spec)
         if at >= now - ON_TIME_GRACE:
-            plan.waves.append(WavePlan(name, spec, at, at, "scheduled"))
+            plan.waves.append(WavePlan(name, spec, at, at, WaveStatus.scheduled))
             continue
         missed = f"its time {at.astimezone(event.zone):%Y-%m-%d %H:%M} has passed"
         if name == "reminder":
             if now.astimezone(event.zone).date() == at.astimezone(event.zone).date():
-                plan.waves.append(WavePlan(name, spec, at, now, "late", f"{missed}; sent at once"))
+                plan.waves.append(WavePlan(name, spec, at, now, WaveStatus.late, f"{missed}; sent at once"))
             else:
                 plan.waves.append(WavePlan(
-                    name, spec, at, None, "dropped",
+                    name, spec, at, None, WaveStatus.dropped,
                     f"{missed} and it is no longer the day before the event"))
             continue
         later = [t for n, t in promo_times.items() if t > at]
         if later:
             gap = later[0] - now
             if gap >= LATE_WAVE_MIN_GAP:
-                plan.waves.append(WavePlan(name, spec, at, now, "late", f"{missed}; sent at once"))
+                plan.waves.append(WavePlan(name, spec, at, now, WaveStatus.late, f"{missed}; sent at once"))
             else:
                 plan.waves.append(WavePlan(
-                    name, spec, at, None, "dropped",
+                    name, spec, at, None, WaveStatus.dropped,
                     f"{missed} and the next wave follows in {_human(gap)}"))
         else:
             lead = event.starts_at - now
             if lead >= LATE_LAST_WAVE_MIN_LEAD:
-                plan.waves.append(WavePlan(name, spec, at, now, "late", f"{missed}; sent at once"))
+                plan.waves.append(WavePlan(name, spec, at, now, WaveStatus.late, f"{missed}; sent at once"))
             else:
                 plan.waves.append(WavePlan(
-                    name, spec, at, None, "dropped",
+                    name, spec, at, None, WaveStatus.dropped,
                     f"{missed} and the event starts in {_human(lead)}"))
     return plan
 

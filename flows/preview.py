@@ -24,6 +24,7 @@ from flows.plan import CampaignPlan, plan_campaign
 from flows.wave import decide, wave_rules
 from promo.db.models import Contact, ContactTopic, Event, Message, Registration
 from promo.domain.event import EventSpec
+from promo.domain.names import GOING, Status
 from promo.errors import UserError
 from promo.settings import Settings
 
@@ -58,8 +59,7 @@ def _content(spec: EventSpec, wave: str, channels: list[str], outcomes: dict[str
                     for lang in LANGUAGES}
         main = per_lang.get(spec.language) or next(iter(per_lang.values()))
         row = outcomes.get(channel, {})
-        going = sum(row.get(k, 0) for k in ("planned", "deferred", "sending", "sent",
-                                             "delivered", "uncertain"))
+        going = sum(row.get(k, 0) for k in GOING)
         cost = round(going * main["cost_per_message"], 4)
         total += cost
         content[channel] = {
@@ -149,7 +149,7 @@ def explain(session: Session, contact: Contact, spec: EventSpec, now: datetime,
         if w.name in decided:
             continue
         if w.send_at is None:
-            out.append(Explanation(w.name, None, "dropped", w.note, None, None, "plan"))
+            out.append(Explanation(w.name, None, Status.dropped, w.note, None, None, "plan"))
             continue
         at = max(w.send_at, now)
         rules = wave_rules(spec, plan, w.name, at, settings)

@@ -27,7 +27,7 @@ from flows.store import event_spec, find_event
 from promo.db import session_scope
 from promo.db.models import Message
 from promo.domain.event import EventSpec
-from promo.domain.names import PROMOTIONAL_WAVES
+from promo.domain.names import PROMOTIONAL_WAVES, WaveStatus
 from promo.settings import Settings
 
 
@@ -36,7 +36,7 @@ class PreparedWave:
     event_slug: str
     wave: str
     now: datetime
-    status: str  # scheduled | late | dropped | early
+    status: WaveStatus  # scheduled | late | dropped | early | held
     note: str = ""
     new_decisions: dict[str, dict[str, int]] = field(default_factory=dict)
     interrupted: int = 0
@@ -74,26 +74,26 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
         spec = event_spec(row)
         if row.cancelled_at is not None:
             # a run scheduled before the event was called off ends quietly, sending nothing
-            return PreparedWave(event_slug, wave, now, "dropped", "the event was cancelled")
+            return PreparedWave(event_slug, wave, now, WaveStatus.dropped, "the event was cancelled")
         if now >= spec.starts_at:
             # nothing goes after the start: what still waits is dropped, and says why
             drop_waiting(s, row.id, wave, "the event has started")
-            return PreparedWave(event_slug, wave, now, "dropped", "the event has started")
+            return PreparedWave(event_slug, wave, now, WaveStatus.dropped, "the event has started")
         plan = plan_campaign(spec, now)
         wp = plan.wave(wave)
         ran = bool(decided_contacts(s, row.id, wave, limit=1))
         if wp.send_at is None and not ran:
-            return PreparedWave(event_slug, wave, now, "dropped", wp.note)
+            return PreparedWave(event_slug, wave, now, WaveStatus.dropped, wp.note)
         if now < wp.scheduled_at:
             return PreparedWave(
-                event_slug, wave, now, "early",
+                event_slug, wave, now, WaveStatus.early,
                 f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}",
                 scheduled_at=wp.scheduled_at)
         interrupted = mark_interrupted(s, row.id, wave)
         if wp.send_at is None:
             # the wave ran and its time is over (a late run would drop it): no new decisions,
             # but the messages it held for quiet hours still go when their window opens
-            return PreparedWave(event_slug, wave, now, "held",
+            return PreparedWave(event_slug, wave, now, WaveStatus.held,
                                 "sending what the wave held for quiet hours", {}, interrupted)
         rules = wave_rules(spec, plan, wave, now, settings)
         decisions, _ = decide(s, row, rules)

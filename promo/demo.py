@@ -26,6 +26,7 @@ from flows.store import save_event
 from promo.db import dispose_engines, session_scope
 from promo.db.models import Event, Message, Registration
 from promo.domain.event import load_event
+from promo.domain.names import Status
 from promo.settings import get_settings, reset_settings
 
 EVENT_SLUG = "python-meetup-74"
@@ -84,7 +85,7 @@ def prepare(folder: Path, contacts: int, now: datetime) -> Path:
                     sent = announce_at - timedelta(days=rng.uniform(1, 6))
                     rows.append({"key": f"python-meetup-73/last_call/{c.id}/{channel}",
                                  "event_id": previous.id, "wave": "last_call",
-                                 "contact_id": c.id, "channel": channel, "status": "sent",
+                                 "contact_id": c.id, "channel": channel, "status": Status.sent,
                                  "send_at": sent, "sent_at": sent, "decided_at": sent,
                                  "counts_for_caps": True, "attempts": 1, "updated_at": sent})
         if rows:
@@ -106,7 +107,7 @@ def _register_some(slug: str, wave: str, share: float, seed: int, at: datetime) 
         registered = set(s.scalars(select(Registration.contact_id).where(
             Registration.event_id == event.id)))
         reached = sorted(set(s.scalars(select(Message.contact_id).where(
-            Message.event_id == event.id, Message.wave == wave, Message.status == "sent",
+            Message.event_id == event.id, Message.wave == wave, Message.status == Status.sent,
             Message.contact_id.is_not(None)))) - registered)
         new = [cid for cid in reached if rng.random() < share]
         if new:

@@ -113,3 +113,15 @@ def test_the_check_catches_a_wrong_import() -> None:
     assert layer_of("promo.cli.campaign") == "top"
     assert layer_of("promo.domain.rules") == "domain"
     assert RANK[layer_of("flows.ledger")] > RANK[layer_of("channels.base")]
+
+
+def test_every_provider_table_speaks_the_one_delivery_vocabulary() -> None:
+    """Each webhook maps its provider's statuses with a table; every word it maps to is one
+    of `Delivery`'s, so the ledger and the views never meet a status they do not know."""
+    from promo.domain.names import Delivery
+    from promo.webhooks import sendgrid, twilio
+
+    tables = [twilio.MESSAGE_STATUSES, twilio.CALL_STATUSES, sendgrid.EVENTS]
+    assert all(tables)
+    assert {v for t in tables for v in t.values()} <= set(Delivery)
+    assert "bogus" not in set(Delivery)

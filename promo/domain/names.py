@@ -70,6 +70,16 @@ class WaveName(StrEnum):
     reminder = "reminder"
 
 
+class WaveStatus(StrEnum):
+    """Where a wave stands in the plan, or in a run of it."""
+
+    scheduled = "scheduled"  # goes at its time
+    late = "late"  # its time passed; sent at once
+    dropped = "dropped"  # its time passed and it no longer makes sense (the plan says why)
+    early = "early"  # a run that started before the wave's time: nothing done
+    held = "held"  # its time is over, but it still sends what quiet hours held
+
+
 PROMOTIONAL_WAVES = (WaveName.announce, WaveName.last_call)
 WAVES = (*PROMOTIONAL_WAVES, WaveName.reminder)
 WaveLiteral = Literal["announce", "last_call", "reminder"]

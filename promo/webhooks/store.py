@@ -17,11 +17,12 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from promo.db.models import WebhookEvent
+from promo.domain.names import Delivery
 
 
 def normalize(table: Mapping[str, str], value: str | None) -> str:
     """A provider's status in our vocabulary; `unknown` for anything the table lacks."""
-    return table.get((value or "").strip().lower(), "unknown")
+    return table.get((value or "").strip().lower(), Delivery.unknown)
 
 
 def dedupe_key(provider: str, *parts: object) -> str:
