@@ -53,6 +53,7 @@ from flows.schedule import (
     known_run,
     reconcile_wave_runs,
     record_wave_run,
+    run_on_its_way,
     schedule_held,
     schedule_wave,
     wave_key,
@@ -375,6 +376,12 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
                     todo.append((spec.slug, w))  # a re-run sends only what was not sent
                 elif w.name == "reminder" and w.send_at < clock + timedelta(days=1):
                     later.append((spec, w))
+                elif due and w.name not in ran and deployed \
+                        and (waiting := run_on_its_way(s, row.id, w.name, clock)):
+                    # the worker is about to run it (or is running it): a catch-up here
+                    # would be a second run of the same wave
+                    report.append({"event": spec.slug, "wave": w.name,
+                                   "action": f"left to its own run ({waiting})"})
                 elif due and w.name not in ran:
                     logger.info("%s: catching up the %s wave", spec.slug, w.name)
                     todo.append((spec.slug, w))

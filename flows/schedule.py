@@ -10,10 +10,11 @@ run schedules at the time the window opens.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prefect.client.schemas.objects import FlowRun
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from flows.plan import CampaignPlan, WavePlan
 from promo.db import session_scope
@@ -201,3 +202,35 @@ def known_run(event_id: int, wave: str) -> str | None:
     with session_scope(get_settings().database_url) as s:
         return s.scalar(select(WaveRun.flow_run_id).where(
             WaveRun.event_id == event_id, WaveRun.wave == wave))
+
+
+# a scheduled wave run later than this is taken for a worker that was down: the daily run
+# catches the wave up instead of waiting for it
+LATE_RUN_GRACE = timedelta(minutes=30)
+
+
+def run_on_its_way(session: Session, event_id: int, wave: str, clock: datetime) -> str | None:
+    """The state of the wave's scheduled run when a worker is running it or will soon."""
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    # in the caller's transaction: on SQLite a second one would wait for it
+    run_id = session.scalar(select(WaveRun.flow_run_id).where(
+        WaveRun.event_id == event_id, WaveRun.wave == wave))
+    if not run_id:
+        return None
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(run_id)
+        except ObjectNotFound:
+            return None
+    if run.state is None:
+        return None
+    if run.state.type in (StateType.RUNNING, StateType.CANCELLING):
+        return run.state.name
+    expected = run.expected_start_time or clock
+    if run.state.type in (StateType.SCHEDULED, StateType.PENDING) \
+            and expected > clock - LATE_RUN_GRACE:
+        return run.state.name
+    return None
