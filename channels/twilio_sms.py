@@ -83,17 +83,26 @@ def twilio_credentials(settings: Settings) -> TwilioCredentials | None:
     return credentials(TwilioCredentials, PROVIDER, settings)
 
 
+def account(settings: Settings) -> TwilioCredentials | None:
+    """The credentials when the account itself (SID and auth token) is complete."""
+    c = twilio_credentials(settings)
+    return c if c is not None and c.account_sid and c.auth_token else None
+
+
+def client_options(c: TwilioCredentials, settings: Settings) -> dict[str, Any]:
+    """What SMS and calls share: the API host, the status callback, the timeout."""
+    return {"base_url": c.base_url, "status_callback": settings.twilio_status_callback_url,
+            "timeout": settings.send_timeout}
+
+
 def build(channel: str, settings: Settings) -> Live | None:
     """The SMS adapter, when the account and a sender are set up."""
-    c = twilio_credentials(settings)
-    if channel != "sms" or c is None or not (c.account_sid and c.auth_token):
-        return None
-    if not (c.from_number or c.messaging_service_sid):
+    c = account(settings)
+    if channel != "sms" or c is None or not (c.from_number or c.messaging_service_sid):
         return None
     adapter = TwilioSMS(c.account_sid, reveal(c.auth_token), sender=c.from_number,
-                        messaging_service_sid=c.messaging_service_sid, base_url=c.base_url,
-                        status_callback=settings.twilio_status_callback_url,
-                        timeout=settings.send_timeout)
+                        messaging_service_sid=c.messaging_service_sid,
+                        **client_options(c, settings))
     # Twilio's messaging throughput is per sender (or per Messaging Service)
     return Live(adapter, f"twilio_sms:{c.messaging_service_sid or c.from_number}", "twilio_sms")
 

@@ -16,11 +16,12 @@ from twilio.twiml.voice_response import VoiceResponse
 from channels.base import ConfigurationError, Live, OutgoingMessage
 from channels.twilio_sms import (
     TwilioChannel,
+    account,
     callback_url,
     check_number,
+    client_options,
     missing,
     twilio_clients,
-    twilio_credentials,
 )
 from promo.secrets import reveal
 from promo.settings import Settings
@@ -66,11 +67,10 @@ class TwilioVoice(TwilioChannel):
 
 def build(channel: str, settings: Settings) -> Live | None:
     """The voice adapter, when the account and a number to call from are set up."""
-    c = twilio_credentials(settings)
-    if channel != "voice" or c is None or not (c.account_sid and c.auth_token and c.from_number):
+    c = account(settings)
+    if channel != "voice" or c is None or not c.from_number:
         return None
     adapter = TwilioVoice(c.account_sid, reveal(c.auth_token), sender=c.from_number,
-                          base_url=c.base_url, status_callback=settings.twilio_status_callback_url,
                           machine_detection=settings.twilio_machine_detection,
-                          timeout=settings.send_timeout)
+                          **client_options(c, settings))
     return Live(adapter, f"twilio_calls:{c.account_sid}", "twilio_calls")

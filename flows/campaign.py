@@ -1,4 +1,4 @@
-"""The Prefect flows: a campaign, a wave, and the daily reminder run.
+"""The Prefect flows of a campaign and of a wave (the daily run: `flows/daily.py`).
 
 Flows only: the steps live in plain functions (`flows.plan`, `flows.wave`, `flows.decide`,
 `flows.send`, `flows.ledger`), what the UI shows in `flows.artifacts`, the scheduled wave
@@ -27,7 +27,6 @@ from typing import Any
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import (
     create_progress_artifact,
-    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.futures import as_completed
@@ -45,27 +44,21 @@ from flows.artifacts import (
     publish_summary,
 )
 from flows.ledger import decided_waves, next_due, reasons, wave_outcomes
-from flows.plan import WavePlan, plan_campaign
+from flows.plan import plan_campaign
 from flows.schedule import (
     WAVE_DEPLOYMENT,
     WaveRunAction,
     has_wave_runs,
-    known_run,
     reconcile_wave_runs,
-    record_wave_run,
-    run_on_its_way,
     schedule_held,
-    schedule_wave,
-    wave_key,
     wave_tags,
 )
 from flows.send import send_batch
-from flows.store import event_spec, find_event, save_event, upcoming_events
+from flows.store import find_event, save_event
 from flows.wave import PreparedWave, due_batches, prepare_wave
 from promo.db import session_scope
-from promo.domain.event import EventSpec, load_event
+from promo.domain.event import load_event
 from promo.domain.names import WaveStatus
-from promo.errors import PlanError
 from promo.settings import get_settings
 
 # a wave run that starts at most this much before the wave's time waits for it
@@ -85,7 +78,7 @@ def parse_now(now: str | datetime | None) -> datetime:
     return value
 
 
-def _in_deployment() -> bool:
+def in_deployment() -> bool:
     """Whether this flow run (or the run it is a subflow of) came from a deployment."""
     from prefect.runtime import deployment
 
@@ -114,13 +107,6 @@ def _campaign_run_name() -> str:
 
     event_file = (flow_run.parameters or {}).get("event_file") or "?"
     return f"campaign · {Path(str(event_file)).stem}"
-
-
-def _reminder_run_name() -> str:
-    from prefect.runtime import flow_run
-
-    now = (flow_run.parameters or {}).get("now")
-    return f"daily reminders · {parse_now(now):%Y-%m-%d}"
 
 
 # --- the wave -------------------------------------------------------------------------------
@@ -182,10 +168,10 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
     if now is None:
         # a follow-up run for held messages may also start a moment before their time
         with session_scope(settings.database_url) as s:
-            held = next_due(s, find_event(s, event_slug).id, wave)
+            held = next_due(s, prepared.event_id, wave)
         if _wait_until(held):
             clock = parse_now(None).isoformat()
-    due = due_batches(event_slug, wave, parse_now(clock), settings)
+    due = due_batches(event_slug, wave, parse_now(clock), settings, prepared.event_id)
     batches = [ids for _, ids in due]
     total = sum(len(b) for b in batches)
     progress = create_progress_artifact(
@@ -210,11 +196,10 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
         update_progress_artifact(progress, progress=100.0 * done / total,
                                  description=f"{event_slug}, {wave}: {done} of {total} done")
     with session_scope(settings.database_url) as s:
-        row = find_event(s, event_slug)
-        outcomes = wave_outcomes(s, row.id, wave)
-        later = next_due(s, row.id, wave)
-        starts_at = row.starts_at
-        explained = reasons(s, row.id, wave)
+        outcomes = wave_outcomes(s, prepared.event_id, wave)
+        later = next_due(s, prepared.event_id, wave)
+        explained = reasons(s, prepared.event_id, wave)
+    starts_at = prepared.starts_at
     publish_outcomes(event_slug, wave, outcomes)
     follow_up = None
     deployment = follow_up_deployment or _own_wave_deployment()
@@ -275,7 +260,7 @@ def campaign_flow(event_file: str, now: str | None = None, schedule: bool | None
     settings = get_settings()
     clock = parse_now(now)
     spec = load_event(event_file)
-    deployed = _in_deployment() if schedule is None else schedule
+    deployed = in_deployment() if schedule is None else schedule
     plan = None
     if not spec.cancelled:
         # the rules and every template are checked before the stored event is replaced:
@@ -337,92 +322,6 @@ def release_held(slug: str, wave: str, starts_at: datetime) -> list[dict[str, An
             break
         previous = later
         results.append(run_wave(slug, wave, later.isoformat()))
-    return results
-
-
-# --- the daily run --------------------------------------------------------------------------
-
-
-@flow(name="reminders", flow_run_name=_reminder_run_name)
-def reminder_flow(now: str | None = None, schedule: bool | None = None,
-                  wave_deployment: str = WAVE_DEPLOYMENT) -> list[dict[str, Any]]:
-    """Every day: the day-before reminders for tomorrow's events, and any wave that is due
-    and was never run (a worker was down), once.
-
-    A reminder due now (or overdue today) is sent here; deployed (`schedule`, default: when
-    this run comes from a deployment), a reminder due before the next daily run gets a
-    run of `wave_deployment` at its time (the campaign's own run, if it scheduled one).
-    """
-    logger = get_run_logger()
-    settings = get_settings()
-    clock = parse_now(now)
-    deployed = _in_deployment() if schedule is None else schedule
-    todo: list[tuple[str, WavePlan]] = []
-    later: list[tuple[EventSpec, WavePlan]] = []
-    report: list[dict[str, Any]] = []
-    with session_scope(settings.database_url) as s:
-        for row in upcoming_events(s, clock, timedelta(days=22)):
-            spec = event_spec(row)
-            try:
-                plan = plan_campaign(spec, clock)
-            except PlanError as exc:  # one broken event must not stop the others' reminders
-                logger.error("%s: %s", spec.slug, exc)
-                report.append({"event": spec.slug, "wave": "-", "action": f"error: {exc}"})
-                continue
-            ran = decided_waves(s, row.id)
-            for w in plan.active:
-                due = w.send_at <= clock
-                if w.name == "reminder" and due:
-                    todo.append((spec.slug, w))  # a re-run sends only what was not sent
-                elif w.name == "reminder" and w.send_at < clock + timedelta(days=1):
-                    later.append((spec, w))
-                elif due and w.name not in ran and deployed \
-                        and (waiting := run_on_its_way(s, row.id, w.name, clock)):
-                    # the worker is about to run it (or is running it): a catch-up here
-                    # would be a second run of the same wave
-                    report.append({"event": spec.slug, "wave": w.name,
-                                   "action": f"left to its own run ({waiting})"})
-                elif due and w.name not in ran:
-                    logger.info("%s: catching up the %s wave", spec.slug, w.name)
-                    todo.append((spec.slug, w))
-                elif due and (pending := next_due(s, row.id, w.name)) is not None \
-                        and pending <= clock:
-                    # a run that failed or crashed left messages due: send them, once
-                    logger.info("%s: the %s wave has messages due since %s; sending them",
-                                spec.slug, w.name, pending.isoformat())
-                    todo.append((spec.slug, w))
-    if deployed and later:
-        for spec, w in later:
-            with session_scope(settings.database_url) as s:
-                event_id = find_event(s, spec.slug).id
-            known = known_run(event_id, w.name)
-            run = schedule_wave(wave_deployment, spec, w, wave_key(spec, w), clock)
-            record_wave_run(event_id, w.name, w.send_at, str(run.id),
-                            run.state.name if run.state else "Scheduled")
-            verb = "already scheduled" if str(run.id) == known else "scheduled"
-            report.append({"event": spec.slug, "wave": w.name,
-                           "action": f"{verb} at {w.send_at.isoformat()}"})
-    else:
-        for spec, w in later:
-            report.append({"event": spec.slug, "wave": w.name,
-                           "action": f"due at {w.send_at.isoformat()} (not deployed: run it then)"})
-    results = []
-    for slug, w in todo:
-        with tags(*wave_tags(slug, w.name, w.spec.channels)):
-            result = run_wave(slug, w.name, now,
-                              follow_up_deployment=wave_deployment if deployed else None)
-        results.append(result)
-        report.append({"event": slug, "wave": w.name,
-                       "action": f"failed: {result['failed']}" if "failed" in result else
-                       "sent: " + (", ".join(f"{k} {v}" for k, v in
-                                             sorted(result.get("sent", {}).items()))
-                                   or "nothing due")})
-    failed = [f"{r['event']} {r['wave']}" for r in results if "failed" in r]
-    create_table_artifact(key="daily-reminders", table=report or [
-        {"event": "-", "wave": "-", "action": "no reminder or missed wave today"}],
-        description=f"Daily run of {clock:%Y-%m-%d %H:%M} UTC: reminders and caught-up waves")
-    if failed:  # the other events still ran; the day's run says which did not
-        return Failed(message="failed: " + ", ".join(failed))
     return results
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from audiences.segments import load_recipients
 from flows.decide import Decision, WaveRules, decide_wave, summarize
@@ -25,7 +26,7 @@ from flows.ledger import (
 from flows.plan import CampaignPlan, plan_campaign
 from flows.store import event_spec, find_event
 from promo.db import session_scope
-from promo.db.models import Message
+from promo.db.models import Event, Message
 from promo.domain.event import EventSpec
 from promo.domain.names import PROMOTIONAL_WAVES, WaveStatus
 from promo.settings import Settings
@@ -41,6 +42,9 @@ class PreparedWave:
     new_decisions: dict[str, dict[str, int]] = field(default_factory=dict)
     interrupted: int = 0
     scheduled_at: datetime | None = None  # when an early run's wave is due
+    # the stored event, so that the run's later steps need not look it up again
+    event_id: int | None = None
+    starts_at: datetime | None = None
 
 
 def wave_rules(spec: EventSpec, plan: CampaignPlan, wave: str, send_at: datetime,
@@ -72,34 +76,42 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
     with session_scope(settings.database_url) as s:
         row = find_event(s, event_slug)
         spec = event_spec(row)
-        if row.cancelled_at is not None:
-            # a run scheduled before the event was called off ends quietly, sending nothing
-            return PreparedWave(event_slug, wave, now, WaveStatus.dropped, "the event was cancelled")
-        if now >= spec.starts_at:
-            # nothing goes after the start: what still waits is dropped, and says why
-            drop_waiting(s, row.id, wave, "the event has started")
-            return PreparedWave(event_slug, wave, now, WaveStatus.dropped, "the event has started")
-        plan = plan_campaign(spec, now)
-        wp = plan.wave(wave)
-        ran = bool(decided_contacts(s, row.id, wave, limit=1))
-        if wp.send_at is None and not ran:
-            return PreparedWave(event_slug, wave, now, WaveStatus.dropped, wp.note)
-        if now < wp.scheduled_at:
-            return PreparedWave(
-                event_slug, wave, now, WaveStatus.early,
-                f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}",
-                scheduled_at=wp.scheduled_at)
-        interrupted = mark_interrupted(s, row.id, wave)
-        if wp.send_at is None:
-            # the wave ran and its time is over (a late run would drop it): no new decisions,
-            # but the messages it held for quiet hours still go when their window opens
-            return PreparedWave(event_slug, wave, now, WaveStatus.held,
-                                "sending what the wave held for quiet hours", {}, interrupted)
-        rules = wave_rules(spec, plan, wave, now, settings)
-        decisions, _ = decide(s, row, rules)
-        record_decisions(s, row, wave, decisions, counts_for_caps=rules.counts_for_caps)
-        return PreparedWave(event_slug, wave, now, wp.status, wp.note, summarize(decisions),
-                            interrupted)
+        prepared = _prepare(s, row, spec, wave, now, settings)
+    prepared.event_id, prepared.starts_at = row.id, spec.starts_at
+    return prepared
+
+
+def _prepare(s: Session, row: Event, spec: EventSpec, wave: str, now: datetime,
+             settings: Settings) -> PreparedWave:
+    event_slug = spec.slug
+    if row.cancelled_at is not None:
+        # a run scheduled before the event was called off ends quietly, sending nothing
+        return PreparedWave(event_slug, wave, now, WaveStatus.dropped, "the event was cancelled")
+    if now >= spec.starts_at:
+        # nothing goes after the start: what still waits is dropped, and says why
+        drop_waiting(s, row.id, wave, "the event has started")
+        return PreparedWave(event_slug, wave, now, WaveStatus.dropped, "the event has started")
+    plan = plan_campaign(spec, now)
+    wp = plan.wave(wave)
+    ran = bool(decided_contacts(s, row.id, wave, limit=1))
+    if wp.send_at is None and not ran:
+        return PreparedWave(event_slug, wave, now, WaveStatus.dropped, wp.note)
+    if now < wp.scheduled_at:
+        return PreparedWave(
+            event_slug, wave, now, WaveStatus.early,
+            f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}",
+            scheduled_at=wp.scheduled_at)
+    interrupted = mark_interrupted(s, row.id, wave)
+    if wp.send_at is None:
+        # the wave ran and its time is over (a late run would drop it): no new decisions,
+        # but the messages it held for quiet hours still go when their window opens
+        return PreparedWave(event_slug, wave, now, WaveStatus.held,
+                            "sending what the wave held for quiet hours", {}, interrupted)
+    rules = wave_rules(spec, plan, wave, now, settings)
+    decisions, _ = decide(s, row, rules)
+    record_decisions(s, row, wave, decisions, counts_for_caps=rules.counts_for_caps)
+    return PreparedWave(event_slug, wave, now, wp.status, wp.note, summarize(decisions),
+                        interrupted)
 
 
 def decide(session, event_row, rules: WaveRules,
@@ -125,12 +137,13 @@ def decide(session, event_row, rules: WaveRules,
     return decisions, len(recipients) + len(exclude)
 
 
-def due_batches(event_slug: str, wave: str, now: datetime,
-                settings: Settings) -> list[tuple[str, list[int]]]:
+def due_batches(event_slug: str, wave: str, now: datetime, settings: Settings,
+                event_id: int | None = None) -> list[tuple[str, list[int]]]:
     """The due messages as (channel, ids) batches of one channel each (one Prefect task)."""
     with session_scope(settings.database_url) as s:
-        row = find_event(s, event_slug)
-        due = due_messages(s, row.id, wave, now)
+        if event_id is None:
+            event_id = find_event(s, event_slug).id
+        due = due_messages(s, event_id, wave, now)
     batches: list[tuple[str, list[int]]] = []
     current: list[int] = []
     channel = ""

@@ -192,7 +192,7 @@ def test_a_wave_with_a_wrong_key_ends_failed_in_one_line_and_the_daily_run_catch
         prefect_api: None, fakes: dict, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.exceptions import FailedRun
 
-    from flows.campaign import reminder_flow
+    from flows.daily import reminder_flow
 
     seed(store)
     monkeypatch.setenv("PROMO_SENDGRID_API_KEY", "SG.revoked")

@@ -52,7 +52,7 @@ def test_the_daily_run_leaves_a_wave_to_its_run_on_its_way_and_catches_up_a_late
     from prefect import flow, get_client
     from prefect.states import Scheduled
 
-    from flows.campaign import reminder_flow
+    from flows.daily import reminder_flow
     from flows.schedule import LATE_RUN_GRACE
 
     @flow(name="wave")
