@@ -25,10 +25,12 @@ from audiences.contacts import find_contact
 from flows.ledger import apply_delivery, find_message_by_key
 from promo.db import session_scope
 from promo.db.models import Contact, Message, utcnow
+from promo.domain.names import Delivery
 from promo.settings import Settings
 from promo.webhooks.consent import opt_out
 from promo.webhooks.http import forbidden, settings_of
 from promo.webhooks.store import (
+    DeliveryEvent,
     body_digest,
     dedupe_key,
     normalize,
@@ -96,12 +98,12 @@ def _withdraws(event: dict[str, Any]) -> bool:
     return name in WITHDRAWING
 
 
-def _find_message(session: Session, event: dict[str, Any]) -> Message | None:
-    key = event.get(LEDGER_KEY_ARG) or (event.get("unique_args") or {}).get(LEDGER_KEY_ARG)
-    if key:
-        return find_message_by_key(session, str(key))
+def _find_message(session: Session, parsed: DeliveryEvent) -> Message | None:
+    if parsed.ledger_key:
+        return find_message_by_key(session, parsed.ledger_key)
     # Without the custom arg: X-Message-Id is the part of sg_message_id before the first
     # dot, shared by every recipient of one API call, so the address must match too.
+    event = parsed.raw
     x_message_id = str(event.get("sg_message_id") or "").split(".")[0]
     email = str(event.get("email") or "").lower()
     if not x_message_id or not email:
@@ -113,6 +115,14 @@ def _find_message(session: Session, event: dict[str, Any]) -> Message | None:
             Contact.email == email,  # stored lower-cased: the unique index answers
         ).limit(1)
     ).first()
+
+
+def parse_event(event: dict[str, Any]) -> DeliveryEvent:
+    """One event of SendGrid's batch as a delivery event."""
+    key = event.get(LEDGER_KEY_ARG) or (event.get("unique_args") or {}).get(LEDGER_KEY_ARG)
+    return DeliveryEvent(PROVIDER, str(event.get("event")), Delivery(_status(event)),
+                         _detail(event), provider_message_id=event.get("sg_message_id"),
+                         ledger_key=str(key) if key else None, raw=event)
 
 
 def _status(event: dict[str, Any]) -> str:
@@ -143,15 +153,16 @@ def handle_events(settings: Settings, events: list[dict[str, Any]]) -> list[dict
             if not record_once(s, PROVIDER, key, event):
                 outcomes.append({"outcome": "duplicate"})
                 continue
-            status = _status(event)
-            message = _find_message(s, event)
+            parsed = parse_event(event)
+            message = _find_message(s, parsed)
             normalized: dict[str, Any] = {
-                "kind": "delivery", "provider_status": event.get("event"), "status": status,
-                "message_key": message.key if message else None, "changed": [],
+                "kind": "delivery", "provider_status": event.get("event"),
+                "status": parsed.status, "message_key": message.key if message else None,
+                "changed": [],
             }
             changed: list[str] = []
             if message is not None:
-                changed += apply_delivery(message, status, _detail(event), now)
+                changed += apply_delivery(message, parsed.status, parsed.detail, now)
             if _withdraws(event):
                 contact = None
                 if message is not None and message.contact_id is not None:
@@ -160,7 +171,7 @@ def handle_events(settings: Settings, events: list[dict[str, Any]]) -> list[dict
                     contact = find_contact(s, "email", str(event["email"]).lower())
                 if contact is not None:
                     normalized["contact_id"] = contact.id
-                    if opt_out(s, contact, "email", _detail(event)[:200], now):
+                    if opt_out(s, contact, "email", parsed.detail[:200], now):
                         changed.append("consent")
             normalized["changed"] = sorted(changed)
             set_normalized(s, key, normalized)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import update
@@ -18,6 +19,21 @@ from sqlalchemy.orm import Session
 
 from promo.db.models import WebhookEvent
 from promo.domain.names import Delivery
+
+
+@dataclass(frozen=True)
+class DeliveryEvent:
+    """One provider report about one message, parsed into our vocabulary with the raw payload
+    kept: each webhook verifies the request, parses it into these, then applies them."""
+
+    provider: str
+    provider_status: str
+    status: Delivery
+    detail: str  # what the ledger's reason says when it fails the message
+    provider_message_id: str | None = None
+    ledger_key: str | None = None  # the message's key, when the provider echoes it back
+    error_code: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 def normalize(table: Mapping[str, str], value: str | None) -> str:

@@ -32,11 +32,13 @@ from channels.twilio_sms import (
 from flows.ledger import apply_delivery, find_message_by_key, find_message_by_provider_id
 from promo.db import session_scope
 from promo.db.models import Contact, utcnow
+from promo.domain.names import Delivery
 from promo.secrets import reveal
 from promo.settings import Settings
 from promo.webhooks.consent import mark_unreachable, opt_in, opt_out
 from promo.webhooks.http import forbidden, form_params, public_request_url, settings_of
 from promo.webhooks.store import (
+    DeliveryEvent,
     dedupe_key,
     normalize,
     record_once,
@@ -109,38 +111,50 @@ def _raw(params: ImmutableMultiDict) -> dict[str, Any]:
     return out
 
 
-def handle_status(settings: Settings, params: ImmutableMultiDict,
-                  ledger_key: str | None = None) -> dict[str, Any]:
-    """Apply one status callback to the ledger row with this MessageSid or CallSid, or with
-    the ledger key the callback URL carries (`?promo_key=`): a callback can arrive before
-    the batch that sent the message has recorded its SID."""
+def parse_status(params: ImmutableMultiDict, ledger_key: str | None = None
+                 ) -> DeliveryEvent | None:
+    """A message's or a call's status callback as a delivery event (None: neither)."""
     sid = params.get("MessageSid") or params.get("SmsSid")
     raw_status = params.get("MessageStatus") or params.get("SmsStatus")
     table = MESSAGE_STATUSES
     if not sid:
         sid, raw_status, table = params.get("CallSid"), params.get("CallStatus"), CALL_STATUSES
     if not sid or not raw_status:
-        return {"outcome": "ignored", "why": "neither a message nor a call status"}
-    status = normalize(table, raw_status)
+        return None
     code = (params.get("ErrorCode") or "").strip() or None
-    key = dedupe_key(PROVIDER, sid, raw_status.strip().lower())
+    detail = f"twilio: {raw_status}" + (f" ({error_text(code)})" if code else "")
+    return DeliveryEvent(PROVIDER, raw_status, Delivery(normalize(table, raw_status)), detail,
+                         provider_message_id=sid, ledger_key=ledger_key, error_code=code,
+                         raw=_raw(params))
+
+
+def handle_status(settings: Settings, params: ImmutableMultiDict,
+                  ledger_key: str | None = None) -> dict[str, Any]:
+    """Apply one status callback to the ledger row with this MessageSid or CallSid, or with
+    the ledger key the callback URL carries (`?promo_key=`): a callback can arrive before
+    the batch that sent the message has recorded its SID."""
+    event = parse_status(params, ledger_key)
+    if event is None:
+        return {"outcome": "ignored", "why": "neither a message nor a call status"}
+    sid, code = event.provider_message_id, event.error_code
+    key = dedupe_key(PROVIDER, sid, event.provider_status.strip().lower())
     now = utcnow()
     with session_scope(settings.database_url) as s:
-        if not record_once(s, PROVIDER, key, _raw(params)):
+        if not record_once(s, PROVIDER, key, dict(event.raw)):
             return {"outcome": "duplicate"}
         normalized: dict[str, Any] = {
-            "kind": "delivery", "provider_status": raw_status, "status": status,
-            "provider_message_id": sid, "error_code": code, "message_key": None, "changed": [],
+            "kind": "delivery", "provider_status": event.provider_status,
+            "status": event.status, "provider_message_id": sid, "error_code": code,
+            "message_key": None, "changed": [],
         }
         message = find_message_by_provider_id(s, sid)
-        if message is None and ledger_key:
-            message = find_message_by_key(s, ledger_key)
+        if message is None and event.ledger_key:
+            message = find_message_by_key(s, event.ledger_key)
             if message is not None and message.provider_message_id is None:
                 message.provider_message_id = sid
         if message is not None:
             normalized["message_key"] = message.key
-            detail = f"twilio: {raw_status}" + (f" ({error_text(code)})" if code else "")
-            changed = list(apply_delivery(message, status, detail, now))
+            changed = list(apply_delivery(message, event.status, event.detail, now))
             contact = s.get(Contact, message.contact_id) if message.contact_id else None
             why = f"twilio {error_text(code)}" if code else ""
             if (contact is not None and error_code(code) in OPTED_OUT
