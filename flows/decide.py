@@ -163,9 +163,9 @@ def _plan(
     verdict: Verdict,
     counts: bool,
 ) -> None:
-    out.append(Decision(contact_id, channel, verdict.status, verdict.reason, verdict.at))
+    out.append(Decision(contact_id, channel, *verdict))  # status, reason, send_at
     if counts:
-        add_to_history(histories.setdefault(contact_id, {}), channel, verdict.at)
+        add_to_history(histories.setdefault(contact_id, {}), channel, verdict[2])
 
 
 def summarize(decisions: Iterable[Decision]) -> dict[str, dict[str, int]]:
