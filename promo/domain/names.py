@@ -11,7 +11,14 @@ from enum import StrEnum
 from typing import Literal, get_args
 
 
-class Status(StrEnum):
+class Name(StrEnum):
+    """A name that is its own string everywhere: compared, hashed, formatted, stored, and
+    shown (a dict of counts printed in a log or a flow's result reads as before)."""
+
+    __repr__ = str.__repr__
+
+
+class Status(Name):
     """What happened (or will) to one message of one wave to one contact on one channel."""
 
     planned = "planned"  # decided; goes at its send time
@@ -42,7 +49,7 @@ EXPLAINED = (Status.capped, Status.suppressed, Status.deferred, Status.dropped, 
              Status.uncertain)
 
 
-class ChannelName(StrEnum):
+class ChannelName(Name):
     email = "email"
     sms = "sms"
     voice = "voice"
@@ -64,13 +71,13 @@ assert set(get_args(ChannelLiteral)) == set(ChannelName)
 DIRECT = "direct"
 
 
-class WaveName(StrEnum):
+class WaveName(Name):
     announce = "announce"
     last_call = "last_call"
     reminder = "reminder"
 
 
-class WaveStatus(StrEnum):
+class WaveStatus(Name):
     """Where a wave stands in the plan, or in a run of it."""
 
     scheduled = "scheduled"  # goes at its time
@@ -86,7 +93,7 @@ WaveLiteral = Literal["announce", "last_call", "reminder"]
 assert set(get_args(WaveLiteral)) == set(WaveName)
 
 
-class Delivery(StrEnum):
+class Delivery(Name):
     """What a provider's delivery event says happened to a message (one vocabulary for all)."""
 
     queued = "queued"
