@@ -33,7 +33,7 @@ class Invitations:
 
 def email_extras(event: EventSpec, lang: str, ctx: dict, unsubscribe_url: str | None,
                  invitations: Invitations) -> tuple[dict[str, str], list[Attachment]]:
-    """The headers and attachments of one email rendered with `ctx` (`channels.render.context`):
+    """The headers and attachments of one email rendered with `ctx` (`channels.context.context`):
     one click unsubscribes, one click puts the event in the contact's calendar."""
     links = ctx["event"]
     invitation = invitations.get(event, lang, links["registration_url"], links["url"])

@@ -1,6 +1,6 @@
 """One wave, as plain functions: decide for everyone not yet decided, then send what is due.
 
-The Prefect flows in `flows/campaign.py` compose these; tests and the preview call them
+The Prefect flows in `flows/campaign.py` and `flows/daily.py` compose these; tests and the preview call them
 directly.
 """
 

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     waves: dict[str, dict[str, Any]] = Field(default_factory=dict)
     send_batch_size: int = Field(500, ge=1, le=10_000)
 
-    # content checks and the plan's cost estimate (channels/render.py)
+    # content checks and the plan's cost estimate (channels/render.py, channels/samples.py)
     max_sms_segments: int = Field(2, ge=1, le=10, description="an SMS template longer is refused")
     prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     currency: str = "USD"
