@@ -42,15 +42,17 @@ from promo.settings import Settings
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PARTS = {"email": ("subject", "html", "txt")}
 
-# channel limits, in characters of the text as sent
-MAX_CHARS = {
-    "vk": 9000,  # messages.send and wall.post
-    "vk_wall": 9000,
-    "telegram": 4096,  # sendMessage, after entity parsing
-    "telegram_channel": 4096,
-}
-# Twilio refuses a call whose inline `twiml` is longer (error 32018)
-MAX_TWIML_CHARS = 4000
+
+def max_chars(channel: str) -> int | None:
+    """The provider's limit on a message's text, in characters as sent (None: no such limit;
+    SMS counts segments and a call its TwiML). Each provider module states its own."""
+    if channel in ("vk", "vk_wall"):
+        from channels.vk import MAX_TEXT
+    elif channel in ("telegram", "telegram_channel"):
+        from channels.telegram import MAX_TEXT
+    else:
+        return None
+    return MAX_TEXT
 
 
 class TemplateProblem(UserError):
@@ -216,6 +218,12 @@ def voice_twiml(text: str, lang: str) -> str:
     return twiml(text, lang)
 
 
+def max_twiml_chars() -> int:
+    from channels.twilio_voice import MAX_TWIML_CHARS
+
+    return MAX_TWIML_CHARS
+
+
 def check_limits(channel: str, lang: str, rendered: Rendered, ctx: dict,
                  settings: Settings) -> None:
     """Refuse a message its channel would refuse, cut, or bill beyond the organizer's limit."""
@@ -230,16 +238,15 @@ def check_limits(channel: str, lang: str, rendered: Rendered, ctx: dict,
                 f"max_sms_segments = {settings.max_sms_segments}: shorten the template"
             )
     elif channel == "voice":
-        size = len(voice_twiml(rendered.text, lang))
-        if size > MAX_TWIML_CHARS:
+        size, limit = len(voice_twiml(rendered.text, lang)), max_twiml_chars()
+        if size > limit:
             raise TemplateProblem(
                 f"{where}: the call's TwiML is {size} characters; Twilio takes at most "
-                f"{MAX_TWIML_CHARS}: shorten the script"
+                f"{limit}: shorten the script"
             )
-    elif channel in MAX_CHARS and len(rendered.text) > MAX_CHARS[channel]:
+    elif (limit := max_chars(channel)) is not None and len(rendered.text) > limit:
         raise TemplateProblem(
-            f"{where}: {len(rendered.text)} characters; {channel} takes at most "
-            f"{MAX_CHARS[channel]}"
+            f"{where}: {len(rendered.text)} characters; {channel} takes at most {limit}"
         )
     if channel == "email" and ctx.get("unsubscribe_url"):
         for part, body in (("txt", rendered.text), ("html", rendered.html or "")):

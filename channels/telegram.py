@@ -52,6 +52,7 @@ from promo.secrets import reveal
 from promo.settings import Settings
 
 PROVIDER = "telegram"
+MAX_TEXT = 4096  # characters of sendMessage, after entity parsing
 _TOKEN_IN_URL = re.compile(r"/bot\d+:[\w-]+")
 
 

@@ -26,8 +26,10 @@ from channels.twilio_sms import (
 from promo.secrets import reveal
 from promo.settings import Settings
 
-__all__ = ["TwilioVoice", "build", "missing", "twiml"]
+__all__ = ["MAX_TWIML_CHARS", "TwilioVoice", "build", "missing", "twiml"]
 
+# Twilio refuses a call whose inline `twiml` is longer (error 32018)
+MAX_TWIML_CHARS = 4000
 # the languages <Say> speaks, by our contacts' language codes
 SAY_LANGUAGES = {"ru": "ru-RU", "en": "en-US"}
 

@@ -44,6 +44,7 @@ from promo.secrets import reveal
 from promo.settings import Settings
 
 PROVIDER = "vk"
+MAX_TEXT = 9000  # characters: messages.send and wall.post
 API_VERSION = "5.199"
 SDK_HOSTS = ("https://api.vk.ru/method/", "https://api.vk.com/method/")
 
