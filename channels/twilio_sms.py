@@ -9,6 +9,7 @@ and 21614 (not a valid, or not a mobile, number) mark the number unreachable.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -196,6 +197,28 @@ class TwilioChannel(Channel):
     def create(self, client: Client, fields: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def recent(self, client: Client, to: str, since: datetime) -> list[Any]:
+        """The account's messages or calls to `to` from about `since`, newest first."""
+        raise NotImplementedError
+
+    def lookup(self, to: str, since: datetime) -> str | None:
+        """The SID of a message (or call) to `to` that Twilio created at `since` or later
+        (a minute's slack for the clocks), or None: Twilio has none. After a crash this tells
+        whether a request in flight arrived. Raises ChannelError when Twilio cannot say."""
+        client = self.clients.get()
+        try:
+            items = self.recent(client, to, since)
+        except TwilioRestException as exc:
+            raise classify(exc, client.http_client.last_headers) from None
+        except requests.RequestException as exc:
+            raise transport_error(exc, PROVIDER) from None
+        floor = since - timedelta(minutes=1)
+        for item in items:
+            created = item.date_created
+            if created is not None and created >= floor:
+                return item.sid
+        return None
+
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
         results = []
         client = self.clients.get()
@@ -238,3 +261,8 @@ class TwilioSMS(TwilioChannel):
 
     def create(self, client: Client, fields: dict[str, Any]) -> Any:
         return client.messages.create(**fields)
+
+    def recent(self, client: Client, to: str, since: datetime) -> list[Any]:
+        # the list endpoint filters by recipient and by the day sent (DateSent>=)
+        day = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return client.messages.list(to=to, date_sent_after=day, limit=50)

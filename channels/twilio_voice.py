@@ -8,6 +8,7 @@ call per second per account (`rate_limits.twilio_calls`).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar
 
 from twilio.rest import Client
@@ -65,6 +66,10 @@ class TwilioVoice(TwilioChannel):
 
     def create(self, client: Client, fields: dict[str, Any]) -> Any:
         return client.calls.create(**fields)
+
+    def recent(self, client: Client, to: str, since: datetime) -> list[Any]:
+        # by recipient only: a call still queued has no start time to filter on yet
+        return client.calls.list(to=to, limit=50)
 
 
 def build(channel: str, settings: Settings) -> Live | None:

@@ -18,21 +18,16 @@ Two ways to run them:
 from __future__ import annotations
 
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, tags, task
-from prefect.artifacts import (
-    create_progress_artifact,
-    update_progress_artifact,
-)
-from prefect.futures import as_completed
+from prefect.artifacts import create_progress_artifact
 from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from channels.base import ConfigurationError
 from channels.render import override_folder
 from channels.samples import sample_check
 from flows.artifacts import (
@@ -43,7 +38,7 @@ from flows.artifacts import (
     publish_schedule,
     publish_summary,
 )
-from flows.ledger import decided_waves, next_due, reasons, wave_outcomes
+from flows.ledger import decided_waves, due_counts, next_due, reasons, wave_outcomes
 from flows.plan import plan_campaign
 from flows.schedule import (
     WAVE_DEPLOYMENT,
@@ -53,9 +48,9 @@ from flows.schedule import (
     schedule_held,
     wave_tags,
 )
-from flows.send import send_batch
+from flows.sending import send_due
 from flows.store import find_event, save_event
-from flows.wave import PreparedWave, due_batches, prepare_wave
+from flows.wave import PreparedWave, prepare_wave
 from promo.db import session_scope
 from promo.domain.event import load_event
 from promo.domain.names import WaveStatus
@@ -124,27 +119,10 @@ def _decided(prepared: PreparedWave) -> dict[str, Any]:
             "scheduled_at": prepared.scheduled_at.isoformat() if prepared.scheduled_at else None}
 
 
-@dataclass
-class BatchResult:
-    """One send task's outcome counts, or the setting its channel lacks."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    misconfigured: str | None = None
-
-
-@task(name="send-batch", task_run_name="send {channel} batch of {size}")
-def send_task(message_ids: list[int], now: str, channel: str, size: int) -> BatchResult:
-    try:
-        return BatchResult(dict(send_batch(message_ids, parse_now(now), get_settings(),
-                                           get_run_logger())))
-    except ConfigurationError as exc:
-        # the batch recorded what went; the rest stays planned for a run with the fix.
-        # Said in one line (the wave ends Failed with it), not a traceback per task
-        get_run_logger().error("%s: %s; its unsent messages stay planned", channel, exc)
-        return BatchResult(misconfigured=f"{channel}: {exc}")
-
-
-@flow(name="wave", flow_run_name=_wave_run_name, log_prints=False)
+@flow(name="wave", flow_run_name=_wave_run_name, log_prints=False,
+      # the send loop bounds the batches in flight (`send_batches_in_flight`); the pool
+      # only has to have a thread for each
+      task_runner=ThreadPoolTaskRunner(max_workers=64))
 def wave_flow(event_slug: str, wave: str, now: str | None = None,
               follow_up_deployment: str | None = None) -> dict[str, Any]:
     """Decide the wave for everyone not yet decided and send what is due now.
@@ -171,30 +149,16 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
             held = next_due(s, prepared.event_id, wave)
         if _wait_until(held):
             clock = parse_now(None).isoformat()
-    due = due_batches(event_slug, wave, parse_now(clock), settings, prepared.event_id)
-    batches = [ids for _, ids in due]
-    total = sum(len(b) for b in batches)
+    with session_scope(settings.database_url) as s:
+        total = sum(due_counts(s, prepared.event_id, wave, parse_now(clock)).values())
     progress = create_progress_artifact(
         progress=0.0 if total else 100.0,
         key=f"{dashed(event_slug)}-{dashed(wave)}-progress",
         description=f"{event_slug}, {wave}: {total} messages due",
     )
-    futures = []
-    for channel, b in due:
-        with tags(f"channel:{channel}"):
-            futures.append(send_task.submit(b, clock, channel, len(b)))
-    sizes = {f.task_run_id: len(b) for f, b in zip(futures, batches, strict=True)}
-    sent: Counter = Counter()
-    done = 0
-    misconfigured: list[str] = []
-    for f in as_completed(futures):
-        result = f.result()
-        if result.misconfigured:
-            misconfigured.append(result.misconfigured)
-        sent.update(result.counts)
-        done += sizes[f.task_run_id]
-        update_progress_artifact(progress, progress=100.0 * done / total,
-                                 description=f"{event_slug}, {wave}: {done} of {total} done")
+    sending = send_due(event_slug, prepared.event_id, wave, clock, settings, progress)
+    sent, misconfigured = sending.sent, sending.misconfigured
+    decided["interrupted"] = sending.taken_over
     with session_scope(settings.database_url) as s:
         outcomes = wave_outcomes(s, prepared.event_id, wave)
         later = next_due(s, prepared.event_id, wave)

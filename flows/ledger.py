@@ -21,10 +21,6 @@ from promo.db.models import Contact, Event, Message, utcnow
 from promo.domain.names import DIRECT, EXPLAINED, SENT_STATUSES, WAITING, Delivery, Status
 from promo.masking import mask_address, scrub
 
-# A message stays in `sending` only while a worker talks to the provider. Older than
-# this, the worker died between sending and recording: nobody knows if it went out.
-SENDING_LEASE = timedelta(minutes=15)
-
 
 def message_key(slug: str, wave: str, contact_id: int | None, channel: str) -> str:
     return f"{slug}/{wave}/{contact_id if contact_id is not None else 'broadcast'}/{channel}"
@@ -138,29 +134,64 @@ def load_histories(
     return out
 
 
-def mark_interrupted(session: Session, event_id: int, wave: str) -> int:
-    """Messages left in `sending` by a worker that died become `uncertain`, never re-sent.
-
-    Even VK, which drops a repeated `random_id`, is not re-sent: its id covers the group of
-    recipients of one call, and a later run may group them otherwise.
-    """
-    stale = utcnow() - SENDING_LEASE
-    return session.execute(
-        update(Message).where(Message.event_id == event_id, Message.wave == wave,
-                              Message.status == Status.sending, Message.updated_at < stale)
-        .values(status=Status.uncertain, reason="the worker stopped while sending; not re-sent")
-    ).rowcount or 0
+def due_page(session: Session, event_id: int, wave: str, channel: str, now: datetime,
+             after: int, limit: int) -> list[int]:
+    """The next `limit` due messages (planned, or held until now) of one channel of the
+    wave, by id after `after`: the wave streams its messages page by page, never all at
+    once."""
+    q = select(Message.id).where(
+        Message.event_id == event_id, Message.wave == wave, Message.channel == channel,
+        Message.status.in_(WAITING), Message.send_at <= now, Message.id > after,
+    ).order_by(Message.id).limit(limit)
+    return list(session.scalars(q))
 
 
-def due_messages(session: Session, event_id: int, wave: str, now: datetime) -> list[tuple[int, str]]:
-    """(id, channel) of the wave's messages that are due: planned or deferred until now."""
-    q = select(Message.id, Message.channel).where(
-        Message.event_id == event_id,
-        Message.wave == wave,
-        Message.status.in_(WAITING),
-        Message.send_at <= now,
-    ).order_by(Message.channel, Message.contact_id)
-    return [(i, c) for i, c in session.execute(q)]
+def due_counts(session: Session, event_id: int, wave: str, now: datetime) -> dict[str, int]:
+    """channel -> how many of the wave's messages are due now."""
+    q = select(Message.channel, func.count()).where(
+        Message.event_id == event_id, Message.wave == wave,
+        Message.status.in_(WAITING), Message.send_at <= now,
+    ).group_by(Message.channel)
+    return {c: n for c, n in session.execute(q)}
+
+
+@dataclass
+class Interrupted:
+    """A message a dead worker had claimed: its request may have been in flight."""
+
+    id: int
+    key: str
+    channel: str
+    contact_id: int | None
+    claimed_by: str | None
+    claimed_at: datetime | None
+
+
+def in_flight(session: Session, event_id: int, wave: str) -> dict[str | None, int]:
+    """worker id -> how many of the wave's messages it holds in `sending`."""
+    q = select(Message.claimed_by, func.count()).where(
+        Message.event_id == event_id, Message.wave == wave,
+        Message.status == Status.sending).group_by(Message.claimed_by)
+    return {w: n for w, n in session.execute(q)}
+
+
+def take_over(session: Session, event_id: int, wave: str, dead: set[str], me: str,
+              unclaimed_before: datetime) -> list[Interrupted]:
+    """The wave's `sending` messages of dead workers (and, from before workers had leases,
+    unclaimed ones older than `unclaimed_before`), now claimed by `me` to be resolved
+    (`flows.resume`); a live worker's are never touched."""
+    owner = Message.claimed_by.in_(dead) if dead else None
+    legacy = Message.claimed_by.is_(None) & (Message.updated_at < unclaimed_before)
+    q = select(Message).where(Message.event_id == event_id, Message.wave == wave,
+                              Message.status == Status.sending,
+                              legacy if owner is None else (owner | legacy))
+    rows = session.execute(q.order_by(Message.id).with_for_update()
+                           .execution_options(populate_existing=True)).scalars().all()
+    out = [Interrupted(r.id, r.key, r.channel, r.contact_id, r.claimed_by, r.claimed_at)
+           for r in rows]
+    for r in rows:
+        r.claimed_by = me
+    return out
 
 
 def decided_waves(session: Session, event_id: int) -> set[str]:
@@ -214,7 +245,8 @@ def lock_waiting(session: Session, message_ids: list[int]) -> tuple[list[Message
 
 def settle(row: Message, status: Status, reason: str | None, stamp: datetime,
            **fields: object) -> None:
-    """A claimed row's new status (and reason, and any of send_at, sent_at, attempts)."""
+    """A claimed row's new status (and reason, and any of send_at, sent_at, attempts,
+    claimed_by, claimed_at)."""
     row.status, row.reason, row.updated_at = status, reason, stamp
     for k, v in fields.items():
         setattr(row, k, v)

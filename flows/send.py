@@ -10,6 +10,7 @@ exceed a cap. Nothing is sent after the event starts.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from audiences.contacts import mark_unreachable, withdraw_consent
 from audiences.segments import ADDRESS_FIELD, contact_block
 from channels import get_channel
 from channels.base import (
+    Channel,
     ChannelError,
     ConfigurationError,
     OutgoingMessage,
@@ -31,6 +33,8 @@ from channels.context import context, pick_language
 from channels.mail import Attachment, Invitations, email_extras
 from channels.render import TemplateProblem, render
 from flows import ledger
+from flows.fallback import FALLBACK, fall_back
+from flows.lease import current_lease
 from flows.ledger import Outcome
 from flows.store import event_spec
 from promo.db import session_scope
@@ -58,12 +62,14 @@ class Claimed:
     name: str | None
     language: str | None
     timezone: str | None
+    reason: str | None = None
 
 
 def claim(session: Session, message_ids: list[int], now: datetime, settings: Settings,
-          events: dict[int, EventSpec]) -> tuple[list[Claimed], Counter]:
-    """Move due rows to `sending` where the rules (`judge`) allow it now; the others to
-    what the rules say (held, capped, suppressed, dropped)."""
+          events: dict[int, EventSpec], worker: str | None = None) -> tuple[list[Claimed], Counter]:
+    """Move due rows to `sending` (claimed by `worker`, the process's lease) where the rules
+    (`judge`) allow it now; the others to what the rules say (held, capped, suppressed,
+    dropped)."""
     outcome: Counter = Counter()
     rows, contact_ids = ledger.lock_waiting(session, message_ids)
     contacts = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(contact_ids)))}
@@ -114,18 +120,19 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
             continue
         if contact is not None and row.counts_for_caps:
             add_to_history(histories[contact.id], row.channel, now)
-        # a message held by quiet hours keeps saying so once it goes
+        # a message held by quiet hours keeps saying so once it goes, a fallback why it came
         held = (f"held by {row.reason}" if row.status == Status.deferred and row.reason
-                else None)
-        ledger.settle(row, Status.sending, held, stamp, sent_at=now, attempts=row.attempts + 1)
+                else row.reason if row.reason and row.reason.startswith(FALLBACK) else None)
+        ledger.settle(row, Status.sending, held, stamp, sent_at=now, attempts=row.attempts + 1,
+                      claimed_by=worker, claimed_at=stamp)
         outcome[Status.sending] += 1
         if contact is None:  # a public post
             claimed.append(Claimed(row.id, row.key, row.channel, row.event_id, row.wave,
-                                   None, None, None, spec.language, spec.timezone))
+                                   None, None, None, spec.language, spec.timezone, held))
         else:
             claimed.append(Claimed(row.id, row.key, row.channel, row.event_id, row.wave,
                                    contact.id, str(getattr(contact, ADDRESS_FIELD[row.channel])),
-                                   contact.name, contact.language, contact.timezone))
+                                   contact.name, contact.language, contact.timezone, held))
     return claimed, outcome
 
 
@@ -146,27 +153,69 @@ def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | Non
                            wave=c.wave)
 
 
+def group_size(channel: Channel) -> int:
+    """How many messages are claimed at once: about half a second of the provider account's
+    calls (at least one, at most what `concurrency` calls carry), so that after a crash only
+    what was in flight, or next in line, is in doubt. The outbox, with no pace, writes 200."""
+    most = max(1, channel.concurrency * channel.max_batch)
+    if channel.limiter is None:
+        return min(most, 200)
+    return max(1, min(most, math.ceil(channel.limiter.rate * GROUP_SECONDS)))
+
+
+GROUP_SECONDS = 0.5
+
+
 def send_batch(message_ids: list[int], now: datetime, settings: Settings,
                logger: logging.Logger | None = None) -> Counter:
-    """Claim, render, send and record one batch; returns outcome -> count."""
+    """Send one batch of ledger rows, a small group at a time: claim the group (the rules
+    checked again in the claim's transaction), render it, send it, record what the provider
+    answered, then the next group. Returns outcome -> count.
+
+    A message is `sending` only while its group is out; a misconfigured channel stops the
+    batch (what was not sent stays planned) and is raised once the rest is recorded.
+    """
     logger = logger or log
+    lease = current_lease(settings.database_url, settings.send_lease_seconds)
     with session_scope(settings.database_url) as s:
-        event_ids = set(s.scalars(select(Message.event_id).where(Message.id.in_(message_ids))))
-        events_rows = {e.id: e for e in s.scalars(select(Event).where(Event.id.in_(event_ids)))}
-        specs = {i: event_spec(e) for i, e in events_rows.items()}
-        overrides = {i: e.definition.get("_templates_dir") for i, e in events_rows.items()}
-        claimed, outcome = claim(s, message_ids, now, settings, specs)
-    outcome = Counter(outcome)
-    outcome.pop(Status.sending, None)
-    by_channel: dict[str, list[Claimed]] = {}
-    for c in claimed:
-        by_channel.setdefault(c.channel, []).append(c)
-    results: list[Outcome] = []
-    misconfigured: list[ConfigurationError] = []
+        rows = s.execute(select(Message.id, Message.event_id, Message.channel)
+                         .where(Message.id.in_(message_ids)).order_by(Message.id)).all()
+        events_rows = {e.id: e for e in s.scalars(
+            select(Event).where(Event.id.in_({r.event_id for r in rows})))}
+    specs = {i: event_spec(e) for i, e in events_rows.items()}
+    overrides = {i: e.definition.get("_templates_dir") for i, e in events_rows.items()}
+    by_channel: dict[str, list[int]] = {}
+    for r in rows:
+        by_channel.setdefault(r.channel, []).append(r.id)
+    outcome: Counter = Counter()
     invitations = Invitations()
-    for channel_name, items in by_channel.items():
-        outgoing: list[OutgoingMessage] = []
-        for c in items:
+    for channel_name, ids in by_channel.items():
+        channel = get_channel(channel_name, settings, logger)
+        try:
+            size = group_size(channel)
+            for i in range(0, len(ids), size):
+                send_group(ids[i:i + size], channel, now, settings, specs, overrides,
+                           invitations, lease.id, outcome)
+        finally:
+            channel.close()
+    return outcome
+
+
+def send_group(ids: list[int], channel: Channel, now: datetime, settings: Settings,
+               specs: dict[int, EventSpec], overrides: dict[int, str | None],
+               invitations: Invitations, worker: str, outcome: Counter) -> None:
+    """Claim, render, send and record one group (two transactions: the claim, the record)."""
+    with session_scope(settings.database_url) as s:
+        claimed, decided = claim(s, ids, now, settings, specs, worker)
+    decided.pop(Status.sending, None)
+    outcome.update(decided)
+    if not claimed:
+        return
+    results: list[Outcome] = []
+    outgoing: list[OutgoingMessage] = []
+    misconfigured: ConfigurationError | None = None
+    try:
+        for c in claimed:
             try:
                 outgoing.append(_render(c, specs[c.event_id], settings, overrides[c.event_id],
                                         invitations))
@@ -174,50 +223,69 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
                 results.append(Outcome(c.message_id, Status.failed, str(exc)))
         # the channel batches, paces and retries; every message gets a result
         try:
-            channel = get_channel(channel_name, settings, logger)
-            try:
-                delivered = channel.deliver(outgoing)
-            finally:
-                channel.close()
+            delivered = channel.deliver(outgoing)
         except ConfigurationError as exc:
             # nothing more went out on this channel: back to planned, for a run with the
-            # settings fixed; the batch fails loudly below, once everything is recorded
-            misconfigured.append(exc)
+            # settings fixed; raised below, once everything is recorded
+            misconfigured = exc
             delivered = list(getattr(exc, "results", []))
-            settled = {r.message_id for r in delivered}
-            results.extend(Outcome(m.id, Status.planned, f"not sent: {exc}"[:300])
-                           for m in outgoing if m.id not in settled)
         except ChannelError as exc:
             delivered = [SendResult(m.id, error=exc) for m in outgoing]
-        for res in delivered:
-            if res.ok:
-                results.append(Outcome(res.message_id, Status.sent,
-                                       provider_id=res.provider_message_id))
-            else:
-                # the request may have reached the provider: never silently sent again
-                status = Status.uncertain if res.error.maybe_sent else Status.failed
-                results.append(Outcome(res.message_id, status, str(res.error)[:300],
-                                       error=res.error))
-    _record(results, settings, claimed)
+    except BaseException as exc:
+        # a bug or an interrupt with the group claimed: what left cannot be known
+        _record(_unsettled(claimed, results, Status.uncertain,
+                           f"the send step stopped: {type(exc).__name__}"), settings,
+                claimed, now)
+        raise
+    by_claim = {c.message_id: c for c in claimed}
+    for res in delivered:
+        if res.ok:
+            c = by_claim[res.message_id]
+            # a fallback says why it went on this channel: "telegram failed: ... -> sent by email"
+            reason = (f"{c.reason[len(FALLBACK):]} -> sent by {c.channel}"
+                      if c.reason and c.reason.startswith(FALLBACK) else None)
+            results.append(Outcome(res.message_id, Status.sent, reason,
+                                   provider_id=res.provider_message_id))
+        else:
+            # the request may have reached the provider: never silently sent again
+            status = Status.uncertain if res.error.maybe_sent else Status.failed
+            results.append(Outcome(res.message_id, status, str(res.error)[:300],
+                                   error=res.error))
+    if misconfigured is not None:
+        results += _unsettled(claimed, results, Status.planned, f"not sent: {misconfigured}")
+    _record(results, settings, claimed, now)
     for r in results:
         outcome[r.status] += 1
-    if misconfigured:
-        raise misconfigured[0]
-    return outcome
+    if misconfigured is not None:
+        raise misconfigured
 
 
-def _record(results: list[Outcome], settings: Settings, claimed: list[Claimed]) -> None:
-    """The batch's outcomes into the ledger, and what permanent failures say about contacts."""
+def _unsettled(claimed: list[Claimed], results: list[Outcome], status: Status,
+               reason: str) -> list[Outcome]:
+    done = {r.message_id for r in results}
+    return [Outcome(c.message_id, status, reason[:300]) for c in claimed
+            if c.message_id not in done]
+
+
+def _record(results: list[Outcome], settings: Settings, claimed: list[Claimed],
+            now: datetime) -> None:
+    """The group's outcomes into the ledger in one transaction, what permanent failures say
+    about contacts, and, in a fallback wave, the next channel for those who failed."""
     if not results:
         return
     by_id = {c.message_id: c for c in claimed}
     stamp = utcnow()
     with session_scope(settings.database_url) as s:
         ledger.record_outcomes(s, results, stamp)
+        failed: list[tuple[Claimed, str]] = []
         for r in results:
             c = by_id.get(r.message_id)
             if isinstance(r.error, PermanentError) and c and c.contact_id is not None:
                 _mark_contact(s, c.contact_id, c.channel, r.error, stamp)
+                failed.append((c, r.reason or str(r.error)))
+        if failed:
+            fall_back(s, [(c.event_id, c.wave, c.contact_id, c.channel, why)
+                          for c, why in failed], now, settings)
 
 
 def _mark_contact(s: Session, contact_id: int, channel: str, error: PermanentError,

@@ -6,6 +6,7 @@ directly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,9 +18,9 @@ from flows.decide import Decision, WaveRules, decide_wave, summarize
 from flows.ledger import (
     decided_contacts,
     drop_waiting,
-    due_messages,
+    due_counts,
+    due_page,
     load_histories,
-    mark_interrupted,
     message_key,
     record_decisions,
 )
@@ -101,7 +102,7 @@ def _prepare(s: Session, row: Event, spec: EventSpec, wave: str, now: datetime,
             event_slug, wave, now, WaveStatus.early,
             f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}",
             scheduled_at=wp.scheduled_at)
-    interrupted = mark_interrupted(s, row.id, wave)
+    interrupted = 0  # a dead worker's messages: taken over by the send loop (flows.resume)
     if wp.send_at is None:
         # the wave ran and its time is over (a late run would drop it): no new decisions,
         # but the messages it held for quiet hours still go when their window opens
@@ -138,21 +139,22 @@ def decide(session, event_row, rules: WaveRules,
 
 
 def due_batches(event_slug: str, wave: str, now: datetime, settings: Settings,
-                event_id: int | None = None) -> list[tuple[str, list[int]]]:
-    """The due messages as (channel, ids) batches of one channel each (one Prefect task)."""
+                event_id: int | None = None) -> Iterator[tuple[str, list[int]]]:
+    """The due messages as (channel, ids) batches of one channel each (one Prefect task),
+    `send_batch_size` at a time, taking turns between the channels so that every provider
+    is busy: read page by page as they are asked for, never the whole wave at once."""
     with session_scope(settings.database_url) as s:
         if event_id is None:
             event_id = find_event(s, event_slug).id
-        due = due_messages(s, event_id, wave, now)
-    batches: list[tuple[str, list[int]]] = []
-    current: list[int] = []
-    channel = ""
-    for message_id, ch in due:
-        if current and (ch != channel or len(current) >= settings.send_batch_size):
-            batches.append((channel, current))
-            current = []
-        current.append(message_id)
-        channel = ch
-    if current:
-        batches.append((channel, current))
-    return batches
+        channels = sorted(due_counts(s, event_id, wave, now))
+    after = dict.fromkeys(channels, 0)
+    while after:
+        for channel in list(after):
+            with session_scope(settings.database_url) as s:
+                ids = due_page(s, event_id, wave, channel, now, after[channel],
+                               settings.send_batch_size)
+            if not ids:
+                del after[channel]
+                continue
+            after[channel] = ids[-1]
+            yield channel, ids

@@ -21,8 +21,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("audiences", ("audiences",)),
     ("channels", ("channels",)),
     ("steps", ("flows", "flows.plan", "flows.decide", "flows.wave", "flows.send",
-               "flows.ledger", "flows.store", "flows.preview")),
-    ("flows", ("flows.campaign", "flows.daily", "flows.artifacts", "flows.schedule")),
+               "flows.ledger", "flows.store", "flows.preview", "flows.lease", "flows.resume",
+               "flows.fallback")),
+    ("flows", ("flows.campaign", "flows.daily", "flows.artifacts", "flows.schedule",
+               "flows.sending")),
     ("top", ("promo.cli", "promo.webhooks", "promo.demo")),
 ]
 RANK = {"domain": 0, "audiences": 1, "channels": 1, "steps": 2, "flows": 3, "top": 4}

@@ -4,6 +4,8 @@ and the preview commands' contracts."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -12,6 +14,8 @@ import pytest
 from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
+from flows.lease import host_id
+from flows.resume import resolve, take_over
 from flows.send import send_batch
 from flows.store import save_event
 from flows.wave import due_batches, prepare_wave
@@ -58,8 +62,10 @@ def seed(folder) -> tuple:
 
 def run(slug: str, wave: str, now: datetime) -> Counter:
     settings = get_settings()
-    prepare_wave(slug, wave, now, settings)
+    prepared = prepare_wave(slug, wave, now, settings)
     total: Counter = Counter()
+    if prepared.event_id is not None:  # what stopped workers left, as the send loop does
+        total.update(resolve(take_over(prepared.event_id, wave, settings), now, settings))
     for _, batch in due_batches(slug, wave, now, settings):
         total.update(send_batch(batch, now, settings))
     return total
@@ -133,9 +139,46 @@ def test_a_message_interrupted_mid_send_becomes_uncertain_and_is_not_resent(stor
                           updated_at=datetime.now(ZoneInfo("UTC")) - timedelta(hours=1)))
     run(spec.slug, "announce", at + timedelta(minutes=30))
     status, reason = ledger(event_id)[(1, "email")]
-    assert status == "uncertain" and "not re-sent" in reason
+    assert status == "uncertain" and "not sent again" in reason
     sent_to = "".join(p.read_text() for p in (store / "outbox" / "email").glob("*.eml"))
     assert "g1@example.org" not in sent_to and "g2@example.org" in sent_to
+
+
+def test_a_dead_workers_messages_are_taken_over_at_once_a_live_ones_never(store):
+    """A worker on this machine whose process is gone is dead without waiting for its lease;
+    one whose lease is current and whose process lives keeps its messages."""
+    from flows.lease import current_lease
+    from promo.db.models import SendWorker
+
+    _, spec, event_id = seed(store)
+    at = datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    prepare_wave(spec.slug, "announce", at, get_settings())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    soon = datetime.now(ZoneInfo("UTC")) + timedelta(minutes=5)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with session_scope() as s:
+            for wid, pid in (("dead-worker", dead.pid), ("live-worker", alive.pid)):
+                s.add(SendWorker(id=wid, host=host_id(), pid=pid, process_start=None,
+                                 lease_until=soon))
+            s.flush()
+            for cid, wid in ((1, "dead-worker"), (2, "live-worker")):
+                s.execute(update(Message).where(Message.contact_id == cid,
+                                                Message.channel == "email")
+                          .values(status="sending", sent_at=at, claimed_by=wid, claimed_at=at))
+        current_lease(get_settings().database_url, get_settings().send_lease_seconds)
+        taken = take_over(event_id, "announce", get_settings())
+        assert [(m.contact_id, m.channel) for m in taken] == [(1, "email")]
+        resolve(taken, at, get_settings())
+        rows = ledger(event_id)
+        assert rows[(1, "email")][0] == "uncertain"
+        assert rows[(2, "email")] == ("sending", None)
+    finally:
+        alive.kill()
+        alive.wait()
+    with session_scope() as s:
+        assert s.get(SendWorker, "dead-worker") is None  # forgotten once nothing is held
 
 
 def test_plan_json_contract_and_why(store):

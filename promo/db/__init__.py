@@ -23,9 +23,21 @@ _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 
 
+def _pool(url: str) -> dict[str, int]:
+    """A pool that fits the work in flight: each batch task of a wave holds a connection
+    while it claims or records, plus the flow itself and the sending lease's renewals."""
+    if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") == "sqlite:"):
+        return {}
+    from promo.settings import get_settings
+
+    return {"pool_size": get_settings().send_batches_in_flight + 3, "max_overflow": 4,
+            "pool_timeout": 120}
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+                               **_pool(url))
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
@@ -43,7 +55,7 @@ def _make_engine(url: str) -> Engine:
 
         return engine
     try:
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, **_pool(url))
     except Exception as exc:  # noqa: BLE001 - a malformed URL or a missing driver: told, not raised
         raise UserError(f"database_url {url!r}: {exc}") from None
 
@@ -92,6 +104,12 @@ def get_engine(url: str | None = None) -> Engine:
                 raise UserError(f"cannot open the database {url!r}: {exc}") from None
             _engines[url] = engine
         return engine
+
+
+def has_engine(url: str) -> bool:
+    """Whether this process has the store open (not disposed since)."""
+    with _lock:
+        return url in _engines
 
 
 def dispose_engines() -> None:

@@ -173,6 +173,25 @@ class Message(Base):
     delivery_status: Mapped[str | None] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # while `sending`: the worker (`SendWorker.id`) whose request may be in flight, and when
+    # it claimed the row (the rows of one claim went out together: VK's random_id covers them)
+    claimed_by: Mapped[str | None] = mapped_column(String(40))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SendWorker(Base):
+    """A process sending messages, alive while it renews its lease (`flows.lease`)."""
+
+    __tablename__ = "send_workers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # the machine (hostname and boot id) and process: on the same machine a worker whose
+    # process is gone is known dead at once, without waiting for its lease to run out
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    process_start: Mapped[str | None] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Tombstone(Base):

@@ -6,6 +6,11 @@ JSON (`sid`, `status`, ...); an error is `{"code", "message", "more_info", "stat
 with the HTTP status, as Twilio answers: 21211 an invalid 'To' number, 21610 a recipient
 who replied STOP, 21602/21603/21604 a missing body, sender or recipient, 20003 bad
 credentials, 20429 too many requests.
+
+GET on the same paths lists what was created, newest first, as Twilio's list endpoints do:
+Messages filter by `To`, `From` and `DateSent` (`DateSent>=`/`DateSent<=` as
+`DateSent>`/`DateSent<`, Twilio's spelling), Calls by `To`, `From` and `StartTime>`/`<`;
+paged by `PageSize` with `next_page_uri`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ def twilio_error(code: int, message: str, status: int = 400) -> Reply:
     return Reply(status, {"code": code, "message": message,
                           "more_info": f"https://www.twilio.com/docs/errors/{code}",
                           "status": status})
+
+
+def _parse_time(text: str) -> datetime:
+    """Twilio's filter times: ISO 8601 (a date, or a time with its offset or Z)."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class FakeTwilio(FakeProvider):
@@ -63,14 +74,61 @@ class FakeTwilio(FakeProvider):
 
     def handle(self, req: Request) -> Reply:
         m = _PATH.match(req.path)
-        if not m or req.method != "POST":
+        if not m or req.method not in ("POST", "GET"):
             return twilio_error(20404, "The requested resource was not found", 404)
         if not self._authorized(req) or m["sid"] != self.account_sid:
             return twilio_error(20003, "Authenticate", 401)
+        if req.method == "GET":
+            return self._list(m["what"], req.query)
         form = req.form()
         if m["what"] == "Messages":
             return self._message(form)
         return self._call(form)
+
+    def _list(self, what: str, query: dict[str, str]) -> Reply:
+        kind = "SM" if what == "Messages" else "CA"
+        when = "DateSent" if what == "Messages" else "StartTime"
+        with self.lock:
+            items = [r for r in self.received if r["sid"].startswith(kind)]
+        items.reverse()  # newest first
+
+        def keep(r: dict[str, Any]) -> bool:
+            if "To" in query and r["to"] != query["To"]:
+                return False
+            if "From" in query and r.get("from") != query["From"]:
+                return False
+            at = datetime.fromisoformat(r["created"])
+            day = at.strftime("%Y-%m-%d")
+            if when in query and day != query[when][:10]:
+                return False
+            if f"{when}>" in query and at < _parse_time(query[f"{when}>"]):
+                return False
+            return not (f"{when}<" in query and at > _parse_time(query[f"{when}<"]))
+
+        found = [r for r in items if keep(r)]
+        size = int(query.get("PageSize", 50))
+        page = int(query.get("Page", 0))
+        chunk = found[page * size:(page + 1) * size]
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/{what}.json"
+        more = (page + 1) * size < len(found)
+        rows = []
+        for r in chunk:
+            fields = ({"to": r["to"], "body": r.get("body"),
+                       "messaging_service_sid": r.get("messaging_service_sid"),
+                       "date_sent": format_datetime(datetime.fromisoformat(r["created"]),
+                                                    usegmt=True)}
+                      if kind == "SM" else {"to": r["to"], "start_time": None})
+            row = self._resource(r["sid"], "sent" if kind == "SM" else "queued",
+                                 uri_part=what, from_=r.get("from"), **fields)
+            row["date_created"] = row["date_updated"] = format_datetime(
+                datetime.fromisoformat(r["created"]), usegmt=True)
+            rows.append(row)
+        return Reply(200, {what.lower(): rows, "page": page, "page_size": size, "start":
+                           page * size, "end": page * size + len(rows), "uri": uri,
+                           "first_page_uri": f"{uri}?PageSize={size}&Page=0",
+                           "previous_page_uri": None,
+                           "next_page_uri": f"{uri}?PageSize={size}&Page={page + 1}"
+                           if more else None})
 
     def _authorized(self, req: Request) -> bool:
         auth = req.headers.get("authorization", "")
@@ -109,7 +167,8 @@ class FakeTwilio(FakeProvider):
         self.record({"sid": sid, "to": to, "from": sender or None,
                      "messaging_service_sid": service or None, "body": body,
                      "status_callback": form.get("StatusCallback"),
-                     "account": "twilio_sms:" + (service or sender)})
+                     "account": "twilio_sms:" + (service or sender),
+                     "created": datetime.now(UTC).isoformat()})
         return Reply(201, self._resource(sid, status, to=to, from_=sender or None, body=body,
                                          messaging_service_sid=service or None,
                                          uri_part="Messages"))
@@ -138,7 +197,8 @@ class FakeTwilio(FakeProvider):
         sid = "CA" + secrets.token_hex(16)
         self.record({"sid": sid, "to": to, "from": sender, "twiml": twiml,
                      "machine_detection": form.get("MachineDetection"),
-                     "status_callback": form.get("StatusCallback"), "account": "twilio_calls"})
+                     "status_callback": form.get("StatusCallback"), "account": "twilio_calls",
+                     "created": datetime.now(UTC).isoformat()})
         return Reply(201, self._resource(sid, "queued", to=to, from_=sender, uri_part="Calls"))
 
     def _resource(self, sid: str, status: str, *, uri_part: str, from_: str | None,
