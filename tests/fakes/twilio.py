@@ -52,6 +52,7 @@ class FakeTwilio(FakeProvider):
         self.auth_token = auth_token
         self.opted_out = set(opted_out or ())  # replied STOP: 21610
         self.invalid = set(invalid or ())  # E.164 in form, but no such number: 21211
+        self.listed: list[Request] = []  # the list requests (GET), in order
 
     def sends(self, req: Request) -> bool:
         return req.method == "POST" and bool(_PATH.match(req.path))
@@ -79,6 +80,8 @@ class FakeTwilio(FakeProvider):
         if not self._authorized(req) or m["sid"] != self.account_sid:
             return twilio_error(20003, "Authenticate", 401)
         if req.method == "GET":
+            with self.lock:
+                self.listed.append(req)
             return self._list(m["what"], req.query)
         form = req.form()
         if m["what"] == "Messages":
