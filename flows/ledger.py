@@ -281,6 +281,30 @@ def record_outcomes(session: Session, outcomes: list[Outcome], stamp: datetime) 
         session.execute(update(Message), rows)
 
 
+# -- what an operator settles: messages whose fate nobody knows -------------------------------
+
+def uncertain_groups(session: Session, event_id: int) -> list[tuple[str, str, str | None, int]]:
+    """(wave, channel, reason, count) of the event's `uncertain` messages."""
+    q = (select(Message.wave, Message.channel, Message.reason, func.count())
+         .where(Message.event_id == event_id, Message.status == Status.uncertain)
+         .group_by(Message.wave, Message.channel, Message.reason)
+         .order_by(Message.wave, Message.channel))
+    return [tuple(r) for r in session.execute(q)]  # type: ignore[misc]
+
+
+def settle_uncertain(session: Session, event_id: int, wave: str, channel: str, sent: bool,
+                     stamp: datetime) -> int:
+    """An operator's word on a group of uncertain messages: they went (`sent`), or they are
+    to be sent again (`planned`, due at once)."""
+    values: dict[str, Any] = (
+        {"status": Status.sent, "reason": "marked sent by an operator"} if sent else
+        {"status": Status.planned, "reason": None, "sent_at": None, "send_at": stamp})
+    return session.execute(
+        update(Message).where(Message.event_id == event_id, Message.wave == wave,
+                              Message.channel == channel, Message.status == Status.uncertain)
+        .values(updated_at=stamp, **values)).rowcount or 0
+
+
 # -- delivery events: what the providers report later ----------------------------------------
 
 # How far along its way an event says a message is. Providers deliver callbacks out of

@@ -9,7 +9,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from promo.cli import audiences, campaign, events, preview, webhooks
+from promo.cli import audiences, campaign, events, preview, uncertain, webhooks
 from promo.cli.output import err
 from promo.errors import ConfigurationError, UserError
 
@@ -29,6 +29,7 @@ app.add_typer(audiences.registrations_app, name="registrations")
 app.add_typer(webhooks.webhooks_app, name="webhooks")
 app.add_typer(webhooks.telegram_app, name="telegram")
 app.command("preview")(preview.preview)
+app.add_typer(uncertain.uncertain_app, name="uncertain")
 
 
 def main() -> None:

@@ -26,7 +26,10 @@ def demo(
     if not verbose:  # read when Prefect is first imported, just below
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.campaign import all_outcomes
+    from promo.cli.orphans import bind_temporary_server
     from promo.demo import EVENT_SLUG, run_demo
+
+    bind_temporary_server()
 
     started = time.monotonic()
     console.print(f"[bold]event-promo demo[/]: {contacts} synthetic contacts, event "
@@ -58,10 +61,12 @@ def run(
     from flows.campaign import all_outcomes, campaign_flow, wave_flow
     from flows.plan import plan_campaign
     from flows.store import save_event
+    from promo.cli.orphans import bind_temporary_server
     from promo.db import session_scope
     from promo.domain.event import WAVES, load_event
     from promo.settings import get_settings
 
+    bind_temporary_server()
     clock = parse_time(now) or datetime.now(UTC)
     spec = load_event(event_file)
     # the rules and the templates are checked before any flow starts or anything is stored:

@@ -35,7 +35,7 @@ class Status(Name):
 
 # the order the plan and the artifacts show outcomes in
 OUTCOMES = (Status.planned, Status.deferred, Status.sent, Status.delivered, Status.capped,
-            Status.suppressed, Status.dropped, Status.failed, Status.uncertain)
+            Status.suppressed, Status.dropped, Status.failed, Status.uncertain, Status.sending)
 # waiting for their send time: what a run sends when due, and what a cancelled wave drops
 WAITING = (Status.planned, Status.deferred)
 # went (or may have gone) out: they count for caps and for the cost
@@ -43,7 +43,8 @@ SENT_STATUSES = (Status.sending, Status.sent, Status.delivered, Status.uncertain
 GOING = (*WAITING, *SENT_STATUSES)
 # the columns of a wave's outcome table (the artifacts, `promo run`), in this order
 OUTCOME_COLUMNS = (Status.sent, Status.planned, Status.deferred, Status.capped,
-                   Status.suppressed, Status.dropped, Status.failed, Status.uncertain)
+                   Status.suppressed, Status.dropped, Status.failed, Status.uncertain,
+                   Status.sending)
 # outcomes whose reasons the wave summary explains, with examples
 EXPLAINED = (Status.capped, Status.suppressed, Status.deferred, Status.dropped, Status.failed,
              Status.uncertain)
