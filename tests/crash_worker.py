@@ -1,0 +1,66 @@
+"""A wave run in its own process, for the crash tests and bench/crash_resume.py: the real
+`wave_flow` on the settings of the environment (the fakes' URLs, the store), against the
+Prefect API in PREFECT_API_URL.
+
+    python -m tests.crash_worker SLUG WAVE NOW
+
+PROMO_TEST_KILL makes the process SIGKILL itself at a chosen point (the parent can also
+kill it from outside at any moment):
+- `deciding`: inside the transaction that records the wave's decisions;
+- `between:N`: right after the N-th group's results were recorded, before the next claim.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(point: str) -> None:
+    import flows.ledger
+    import flows.send
+    import flows.wave
+
+    if point == "deciding":
+        real_record = flows.ledger.record_decisions
+
+        def record_decisions(*args, **kwargs):
+            real_record(*args, **kwargs)
+            _die()  # the rows are written, the transaction is not committed
+
+        flows.wave.record_decisions = record_decisions
+    elif point.startswith("between:"):
+        after = int(point.split(":", 1)[1])
+        real = flows.send._record
+        lock = threading.Lock()
+        count = [0]
+
+        def _record(*args, **kwargs):
+            real(*args, **kwargs)
+            with lock:
+                count[0] += 1
+                if count[0] >= after:
+                    _die()
+
+        flows.send._record = _record
+
+
+def main() -> None:
+    slug, wave, now = sys.argv[1:4]
+    point = os.environ.get("PROMO_TEST_KILL")
+    if point:
+        arm(point)
+    from flows.campaign import wave_flow
+
+    result = wave_flow(slug, wave, now)
+    print(result.get("sent"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
