@@ -227,3 +227,34 @@ def test_two_workers_one_killed_the_other_finishes(prefect_api: None, fakes: dic
                                     .where(Message.id.in_(list(theirs)))).all())
     assert "uncertain" not in theirs_now.values()
     assert result["statuses"].get("sent", 0) + result["uncertain"] == total, result
+
+
+def test_a_killed_promo_run_leaves_no_temporary_prefect_server(store: Path) -> None:
+    """`promo run` with no Prefect server configured starts a temporary one (uvicorn); a
+    SIGKILL of the command takes the server with it (PR_SET_PDEATHSIG)."""
+    path = write_event(store, START, extra=CAMPAIGN)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(store / "prefect-home")
+    proc = subprocess.Popen([sys.executable, "-m", "promo.cli", "run", str(path), "--now",
+                             ANNOUNCE.isoformat()], cwd=store, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    deadline = time.monotonic() + 120
+    try:
+        while server is None and time.monotonic() < deadline and proc.poll() is None:
+            found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "uvicorn"],
+                                   check=False, capture_output=True, text=True).stdout.split()
+            server = int(found[0]) if found else None
+            time.sleep(0.2)
+        assert server is not None, "the temporary server never started"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        state = Path(f"/proc/{server}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        state = "gone"
+    assert state in ("gone", "Z"), f"uvicorn {server} outlived its parent ({state})"

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import channels.ratelimit as ratelimit
-from channels import live_channel
+from channels import live_channel, ratelimit
 from promo.settings import Settings
 from tests.fakes import FakeTwilio
 from tests.fakes.harness import message
