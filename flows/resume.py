@@ -59,19 +59,18 @@ def resolve(taken: list[Interrupted], now: datetime, settings: Settings,
     results: list[Outcome] = []
     resend: list[list[int]] = []
     lookups: list[Interrupted] = []
+    live = {ch: _is_live(ch, settings) for ch in {m.channel for m in taken}}
+    vk: list[Interrupted] = []
     for m in taken:
-        if m.channel == ChannelName.vk and live_channel(m.channel, settings) is not None:
-            continue  # below, by the group it was claimed in
-        if m.channel in TWILIO and m.contact_id is not None \
-                and live_channel(m.channel, settings) is not None:
+        if m.channel == ChannelName.vk and live[m.channel]:
+            vk.append(m)  # below, by the group it was claimed in
+        elif m.channel in TWILIO and m.contact_id is not None and live[m.channel]:
             lookups.append(m)
-            continue
-        results.append(Outcome(m.id, Status.uncertain,
-                               f"the worker stopped while sending; {m.channel} cannot tell "
-                               "whether it went: not sent again"))
-    vk = sorted((m for m in taken if m.channel == ChannelName.vk and not any(
-        r.message_id == m.id for r in results)), key=lambda m: (str(m.claimed_by),
-                                                                 str(m.claimed_at), m.id))
+        else:
+            results.append(Outcome(m.id, Status.uncertain,
+                                   f"the worker stopped while sending; {m.channel} cannot "
+                                   "tell whether it went: not sent again"))
+    vk.sort(key=lambda m: (str(m.claimed_by), str(m.claimed_at), m.id))
     for _, group in groupby(vk, key=lambda m: (m.claimed_by, m.claimed_at)):
         resend.append([m.id for m in group])
     results += _look_up(lookups, settings)
@@ -89,6 +88,15 @@ def resolve(taken: list[Interrupted], now: datetime, settings: Settings,
         logger.info("taken over from stopped workers: %d messages (%s)", len(taken),
                     ", ".join(f"{k} {v}" for k, v in sorted(outcome.items())))
     return outcome
+
+
+def _is_live(channel: str, settings: Settings) -> bool:
+    """Whether the channel sends through its provider (not the outbox)."""
+    adapter = live_channel(channel, settings)
+    if adapter is None:
+        return False
+    adapter.close()
+    return True
 
 
 def _look_up(rows: list[Interrupted], settings: Settings) -> list[Outcome]:
