@@ -87,6 +87,8 @@ def main() -> None:
         "PROMO_VK_API_URL": fakes["vk"].url + "/method/",
         "PROMO_TELEGRAM_BOT_TOKEN": BOT,
         "PROMO_TELEGRAM_BASE_URL": fakes["telegram"].url + "/bot",
+        # SMS through a Messaging Service with a pool of senders, as in bench/send_wave.py
+        "PROMO_RATE_LIMITS": json.dumps({"twilio_sms": 30}),
     })
     n = args.contacts
     path = write_event(folder, START, extra=CAMPAIGN)
