@@ -99,17 +99,25 @@ class CampaignSpec(BaseModel):
                 f"(announce, last_call) and a reminder"
             )
         merged: dict[str, Any] = {}
-        configured = _configured_waves()
+        configured: dict[str, dict[str, Any]] = {}
+
+        def defaults(name: str) -> dict[str, Any]:
+            # read only when a field is missing: the `waves` setting is checked with this
+            # model while the settings are being built, every field given
+            if not configured:
+                configured.update(_configured_waves())
+            return configured[name]
+
         for name in WAVES:
             if name not in data:
-                merged[name] = configured[name]
+                merged[name] = defaults(name)
             elif data[name] is None:
                 merged[name] = None
             elif isinstance(data[name], dict):
                 wave = dict(data[name])
-                defaults = configured[name]
                 for key in ("days_before", "at", "mode", "channels"):
-                    wave.setdefault(key, defaults[key])
+                    if key not in wave:
+                        wave[key] = defaults(name)[key]
                 merged[name] = wave
             else:
                 merged[name] = data[name]

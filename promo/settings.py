@@ -7,14 +7,18 @@ channel then writes to the outbox).
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
 import tomllib
 from dataclasses import dataclass
 from datetime import time, timedelta
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -92,19 +96,24 @@ class SendWindow:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
 
 
-_CAP_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*d\s*$")
+_CAP_RE = re.compile(r"^\s*([0-9]{1,7})\s*/\s*([0-9]{1,7})\s*d\s*$")
+# a window longer than ten years caps nothing a campaign could notice, and a much longer one
+# is past what a date can hold
+MAX_CAP_DAYS = 3660
 _WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 
 def parse_cap(text: str) -> Cap:
-    m = _CAP_RE.match(text)
+    m = _CAP_RE.match(text) if isinstance(text, str) else None
     if not m or int(m.group(2)) == 0:
         raise ValueError(f"{text!r} is not a cap like '3/7d' (3 messages per 7 days)")
+    if int(m.group(2)) > MAX_CAP_DAYS:
+        raise ValueError(f"{text!r}: a cap's window is at most {MAX_CAP_DAYS} days")
     return Cap(int(m.group(1)), timedelta(days=int(m.group(2))))
 
 
 def parse_window(text: str) -> SendWindow:
-    m = _WINDOW_RE.match(text)
+    m = _WINDOW_RE.match(text) if isinstance(text, str) else None
     if not m:
         raise ValueError(f"{text!r} is not a time window like '09:00-21:00'")
     h1, m1, h2, m2 = (int(g) for g in m.groups())
@@ -117,22 +126,31 @@ def parse_window(text: str) -> SendWindow:
     return SendWindow(start, end)
 
 
+# PROMO_* variables that are not settings but are read by the command line
+ENV_NOT_SETTINGS = ("PROMO_CONFIG", "PROMO_DEBUG")
+
+
 class Settings(BaseSettings):
+    # strict: a value of the wrong type is refused, not converted (`true` is not 1, "yes" is
+    # not a bool, "0.05" is not a price); nan and inf are no number an operator means
     model_config = SettingsConfigDict(
         env_prefix="PROMO_",
         toml_file="promo.toml",
         extra="forbid",
         env_nested_delimiter="__",
+        strict=True,
+        allow_inf_nan=False,
     )
 
     database_url: str = Field(
         "sqlite:///promo.db",
         description="SQLAlchemy URL; PostgreSQL (postgresql+psycopg://...) for several workers",
     )
-    outbox_dir: Path = Field(Path("outbox"), description="where the outbox channel writes")
+    outbox_dir: Path = Field(Path("outbox"), description="where the outbox channel writes",
+                             strict=False)  # TOML has no path type: a string is the way
     default_region: str = Field("RU", description="region for phone numbers without +country")
     default_timezone: str = Field("Europe/Moscow", description="when neither contact nor event says")
-    default_language: str = Field("ru")
+    default_language: Literal["ru", "en"] = Field("ru", description="the templates' languages")
 
     caps: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CAPS))
     quiet_hours: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_QUIET_HOURS))
@@ -218,19 +236,57 @@ class Settings(BaseSettings):
 
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone (like Europe/Moscow)") from None
+        # a name too long for a file name is an OSError
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"{value[:100]!r} is not an IANA time zone (like Europe/Moscow)"
+                             ) from None
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _check_sender(cls, value: str) -> str:
+        from email_validator import EmailNotValidError, validate_email
+
+        _, address = parseaddr(value)
+        try:
+            validate_email(address, check_deliverability=False)
+        except EmailNotValidError:
+            raise ValueError(f"{value[:200]!r} is not a sender like "
+                             f"'Event Promo <events@example.org>'") from None
+        return value
+
+    @field_validator("public_url", "sendgrid_host", "vk_api_url", "telegram_base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{value[:200]!r} is not an http(s) URL like https://promo.example.org")
         return value
 
     @field_validator("waves")
     @classmethod
     def _check_waves(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for name, wave in value.items():
-            if name not in ("announce", "last_call", "reminder"):
+        # checked now, by the rules an event file's campaign: is checked with, so that a bad
+        # wave is named here as the `waves` setting, not later as a fault of some event file
+        from pydantic import ValidationError
+
+        from flows.events import DEFAULT_WAVES, WAVES, CampaignSpec
+
+        for name in value:
+            if name not in WAVES:
                 raise ValueError(f"unknown wave {name!r} (announce, last_call, reminder)")
-            unknown = set(wave) - {"days_before", "at", "channels", "mode"}
-            if unknown:
-                raise ValueError(f"waves.{name}: unknown field {min(unknown)!r}")
+        merged = {name: {**DEFAULT_WAVES[name], **value.get(name, {})} for name in WAVES}
+        try:
+            CampaignSpec.model_validate(merged)
+        except ValidationError as exc:
+            raise ValueError("; ".join(
+                ".".join(str(p) for p in e["loc"]) + ": " + e["msg"].removeprefix("Value error, ")
+                if e["loc"] else e["msg"].removeprefix("Value error, ")
+                for e in exc.errors())) from None
         return value
 
     @field_validator("quiet_hours")
@@ -264,11 +320,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("PROMO_CONFIG", "promo.toml"))
+        check_environment(settings_cls)
         return (
             init_settings,
             env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+            _TomlFile(settings_cls, toml_file=config_path()),
         )
 
     def require_own_secret(self, what: str) -> None:
@@ -287,26 +343,114 @@ class Settings(BaseSettings):
         return {name: parse_window(text) for name, text in self.quiet_hours.items() if text}
 
 
+def config_path() -> Path:
+    """promo.toml, or the file PROMO_CONFIG names (which then must exist)."""
+    from promo.errors import UserError
+
+    named = os.environ.get("PROMO_CONFIG")
+    if named is None:
+        path = Path("promo.toml")
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path}: a folder, not a settings file")
+        return path
+    path = Path(named)
+    if not path.is_file():
+        what = "a folder, not a settings file" if path.is_dir() else "no such file"
+        raise UserError(f"PROMO_CONFIG={named}: {what}")
+    return path
+
+
+class _TomlFile(TomlConfigSettingsSource):
+    """promo.toml read with errors that name the file (and the line when TOML gives one)."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        from promo.errors import UserError
+
+        try:
+            text = Path(file_path).read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise UserError(f"{file_path}: cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{file_path}: not UTF-8 text (byte {exc.start}); TOML files are "
+                            f"UTF-8") from None
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{file_path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise UserError(f"{file_path}: nested too deep to be settings") from None
+
+
+def _env_field(settings_cls: type[BaseSettings], name: str) -> str | None:
+    """The setting a PROMO_* variable sets (PROMO_CAPS__SMS sets caps), or None."""
+    key = name.removeprefix("PROMO_").lower().split("__")[0]
+    return key if key in settings_cls.model_fields else None
+
+
+def check_environment(settings_cls: type[BaseSettings]) -> None:
+    """Refuse PROMO_* variables that set nothing (a misspelt PROMO_SENDGRID_KEY would leave
+    email in the outbox without a word), and JSON values that do not parse, by name."""
+    from promo.errors import UserError
+
+    fields = settings_cls.model_fields
+    known = [f"PROMO_{f.upper()}" for f in fields] + list(ENV_NOT_SETTINGS)
+    problems = []
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith("PROMO_") or name.upper() in ENV_NOT_SETTINGS:
+            continue
+        field = _env_field(settings_cls, name.upper())
+        if field is None:
+            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{name}: not a setting{hint}")
+            continue
+        if "__" in name:
+            continue
+        annotation = str(fields[field].annotation)
+        if annotation.startswith(("dict", "list")):
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                problems.append(f"{name}: not valid JSON ({exc}); like {name}="
+                                + ("'{\"sms\": \"2/7d\"}'" if field == "caps" else "'{...}'"))
+            except RecursionError:
+                problems.append(f"{name}: nested too deep")
+    if problems:
+        raise UserError("invalid settings in the environment:\n"
+                        + "\n".join(f"  {p}" for p in problems))
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, list(Settings.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _problem(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "not a setting" + _did_you_mean(str(err["loc"][0]))
+    return f"{where}: {msg}"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; `reset_settings()` after changing the environment."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from promo.errors import UserError
 
+    source = os.environ.get("PROMO_CONFIG", "promo.toml")
     try:
         return Settings()
-    except tomllib.TOMLDecodeError as exc:
-        source = os.environ.get("PROMO_CONFIG", "promo.toml")
-        raise UserError(f"{source}: not valid TOML: {exc}") from None
     except ValidationError as exc:
-        source = os.environ.get("PROMO_CONFIG", "promo.toml")
         raise UserError(
             "invalid settings (from " + source + " or PROMO_* variables):\n"
-            + "\n".join(
-                f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
+            + "\n".join(f"  {_problem(err)}" for err in exc.errors())
         ) from None
+    except SettingsError as exc:  # a PROMO_* value the settings library cannot read
+        raise UserError(f"invalid settings in the environment: {exc}") from None
 
 
 def reset_settings() -> Settings:
