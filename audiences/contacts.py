@@ -142,8 +142,9 @@ def check_timezone(text: str) -> str:
     name = _zone_names().get(value.lower(), value)
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise AddressError(f"{text!r} is not a known time zone (IANA names like Europe/Moscow, "
+    # a name too long for a file name is an OSError
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise AddressError(f"{text[:100]!r} is not a known time zone (IANA names like Europe/Moscow, "
                            f"Asia/Yekaterinburg)") from None
     return name
 

@@ -4,7 +4,7 @@ the file, the line, the field and what is wrong."""
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,6 +15,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -30,12 +32,19 @@ BROADCAST_CHANNELS = ("vk_wall", "telegram_channel")
 Channel = Literal["email", "sms", "voice", "vk", "telegram", "vk_wall", "telegram_channel"]
 
 MAX_DAYS_BEFORE = 21
+# an event file is a page of YAML: aliases that expand past this many values are a "billion
+# laughs" bomb, not an event
+MAX_YAML_VALUES = 10_000
+# the years an event may start in: far enough for any plan, and room for the dates computed
+# around the start (the calendar entry's end, its zone's rules a year either side)
+YEARS = (1970, 9000)
 
 
 class WaveSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    days_before: int | None = Field(None, ge=0)
+    # strict: YAML's `true` is not 1 day
+    days_before: StrictInt | None = Field(None, ge=0)
     at: time = time(11, 0)
     channels: list[Channel] = Field(min_length=1)
     mode: Literal["fallback", "all"] = "fallback"
@@ -43,6 +52,8 @@ class WaveSpec(BaseModel):
     @field_validator("at", mode="before")
     @classmethod
     def _parse_at(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML's `true` is not one minute past midnight
+            raise ValueError("must be a time of day like \"11:00\"")
         if isinstance(value, int):  # YAML 1.1 reads an unquoted 11:00 as 660 (sexagesimal)
             return time(value // 60, value % 60) if 0 <= value < 24 * 60 else value
         if isinstance(value, str) and not re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", value.strip()):
@@ -175,7 +186,7 @@ class EventSpec(BaseModel):
         Literal["ru", "en"], str | dict[Literal["subject", "txt", "html"], str]]]] | None = None
     campaign: CampaignSpec = Field(default_factory=lambda: CampaignSpec.model_validate({}))
     # the organizer called the event off: running the campaign again cancels its pending waves
-    cancelled: bool = False
+    cancelled: StrictBool = False
 
     @field_validator("campaign", mode="before")
     @classmethod
@@ -193,8 +204,18 @@ class EventSpec(BaseModel):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone (like Europe/Moscow)") from None
+        # a name too long for a file name is an OSError
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"{value[:100]!r} is not an IANA time zone (like Europe/Moscow)"
+                             ) from None
+        return value
+
+    @field_validator("starts_at", "ends_at", mode="before")
+    @classmethod
+    def _a_time(cls, value: Any) -> Any:
+        # a number is not a time (0 would be 1970), nor is `true`
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be a time like 2026-12-10T19:00:00+03:00")
         return value
 
     @field_validator("starts_at", "ends_at")
@@ -202,6 +223,8 @@ class EventSpec(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("needs a UTC offset, like 2026-12-10T19:00:00+03:00")
+        if value is not None and not YEARS[0] <= value.astimezone(UTC).year < YEARS[1]:
+            raise ValueError(f"the year {value.year} is out of range ({YEARS[0]}-{YEARS[1] - 1})")
         return value
 
     @model_validator(mode="after")
@@ -226,12 +249,17 @@ class EventSpec(BaseModel):
         return datetime.combine(day, wave.at, tzinfo=self.zone)
 
 
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
-    """Maps each field path in the YAML document to its 1-based line."""
+def _line_index(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
+    """Maps each field path in the YAML document to its 1-based line. A node reached again
+    through an alias is not walked again: the index stays as small as the file."""
     lines: dict[tuple[Any, ...], int] = {}
+    seen: set[int] = set()
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
         lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 child = (*path, key.value)
@@ -241,29 +269,67 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
             for i, item in enumerate(node.value):
                 walk(item, (*path, i))
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
     if root is not None:
         walk(root, ())
     return lines
 
 
+def _expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """How many values the document holds once its aliases are expanded (counted per node
+    once, so a bomb is measured without being expanded), and the line of the largest."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a node that contains itself: counted once
+        if isinstance(node, yaml.MappingNode):
+            n = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(size(item) for item in node.value)
+        else:
+            n = 1
+        sizes[id(node)] = n
+        return n
+
+    return size(root), root.start_mark.line + 1
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """The document's data and its node tree (for the lines of errors)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            total, _ = _expanded_size(root)
+            if total > MAX_YAML_VALUES:
+                raise EventError(source, [
+                    f"its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values: not "
+                    f"an event file (a YAML bomb?)"])
+        return (loader.construct_document(root) if root is not None else None), root
+    finally:
+        loader.dispose()
+
+
 def parse_event(text: str, source: str = "<event>") -> EventSpec:
     try:
-        data = yaml.safe_load(text)
+        data, root = _load_yaml(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise EventError(source, [f"{where}not valid YAML: {problem}"]) from None
+    except RecursionError:
+        raise EventError(source, ["nested too deep to be an event file"]) from None
     if not isinstance(data, dict):
         raise EventError(source, ["the file must be a mapping of fields (slug:, title:, ...)"])
     try:
         return EventSpec.model_validate(data)
+    except RecursionError:
+        raise EventError(source, ["nested too deep to be an event file"]) from None
     except ValidationError as exc:
-        lines = _line_index(text)
+        lines = _line_index(root)
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
