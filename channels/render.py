@@ -15,9 +15,12 @@ each message at send time.
 from __future__ import annotations
 
 import math
+import re
 import sys
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -34,10 +37,13 @@ from jinja2 import (
     StrictUndefined,
     TemplateError,
     TemplateNotFound,
+    TemplateRuntimeError,
     TemplateSyntaxError,
     UndefinedError,
+    nodes,
     select_autoescape,
 )
+from jinja2.filters import do_center, do_format, do_indent
 from jinja2.sandbox import SandboxedEnvironment
 
 from channels.calendar import google_calendar_url
@@ -69,6 +75,12 @@ DATE_PATTERN = {"ru": "EEEE, d MMMM", "en": "EEEE, MMMM d"}
 SHORT_DATE_PATTERN = {"ru": "EEE, d MMM", "en": "EEE, MMM d"}
 TIME_PATTERN = {"ru": "HH:mm", "en": "h:mm a"}
 WHEN_FORMAT = {"ru": "{date}, {time} ({zone})", "en": "{date}, {time} ({zone} time)"}
+
+# what one template may cost to render (an organizer's typo must not stop a plan or a wave):
+# the items of a range(), the characters of a rendered part, the seconds of one rendering
+MAX_RANGE = 10_000
+MAX_OUTPUT = 500_000
+MAX_RENDER_SECONDS = 2.0
 
 SAMPLE_NAMES = {"ru": "Константин", "en": "Christopher"}
 SAMPLE_FAR_ZONE = "Asia/Kamchatka"
@@ -233,6 +245,9 @@ class LayeredLoader(BaseLoader):
                    ) -> tuple[str, str | None, Callable[[], bool] | None]:
         if template.startswith("@"):
             index, _, name = template[1:].partition("/")
+            # `@<n>/` is render's own way of asking; an {% include %} may write anything
+            if not index.isdigit() or int(index) >= len(self.layers):
+                raise TemplateNotFound(template)
             return self.layers[int(index)].get_source(environment, name)
         for layer in self.layers:
             try:
@@ -273,6 +288,109 @@ def inline_texts(event: EventSpec) -> tuple[tuple[str, str, str], ...]:
     return tuple(sorted(out))
 
 
+class RenderLimit(TemplateRuntimeError):
+    """A template that would cost more than a message may: too long a loop, too much text,
+    too much time."""
+
+
+# when the rendering under way must end (time.monotonic()); None: not rendering
+_deadline: ContextVar[float | None] = ContextVar("render_deadline", default=None)
+
+
+def _on_time() -> None:
+    deadline = _deadline.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise RenderLimit(f"rendering took more than {MAX_RENDER_SECONDS:g} s (a loop too "
+                          f"long, or a macro that calls itself?)")
+
+
+def _limited_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise RenderLimit(f"range() of {len(numbers):,} items: a template may count to at "
+                          f"most {MAX_RANGE:,}")
+    return numbers
+
+
+def _timed(items: Iterable[Any]) -> Iterator[Any]:
+    """Every `{% for %}` loops through this: nested loops that print nothing still end."""
+    for i, item in enumerate(items):
+        if i % 64 == 0:
+            _on_time()
+        yield item
+
+
+def _size(n: Any, what: str) -> None:
+    if isinstance(n, int) and n > MAX_OUTPUT:
+        raise RenderLimit(f"{what} of {n:,}: a message is at most {MAX_OUTPUT:,} characters")
+
+
+_PERCENT_WIDTH = re.compile(r"%[-#0 +]*(\d+)|%[-#0 +]*\d*\.(\d+)")
+
+
+def _check_percent(fmt: Any) -> None:
+    if isinstance(fmt, str):
+        for m in _PERCENT_WIDTH.finditer(fmt):
+            _size(int(m.group(1) or m.group(2)), "a % width")
+
+
+def _center(value: str, width: int = 80) -> str:
+    _size(width, "center() width")
+    return do_center(value, width)
+
+
+def _indent(value: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    _size(width if isinstance(width, int) else len(width), "indent() width")
+    if isinstance(width, int) and width * (value.count("\n") + 1) > MAX_OUTPUT:
+        _size(width * (value.count("\n") + 1), "indent() output")
+    return do_indent(value, width, first, blank)
+
+
+def _format(value: str, *args: Any, **kwargs: Any) -> str:
+    _check_percent(value)
+    return do_format(value, *args, **kwargs)
+
+
+class LimitedEnvironment(SandboxedEnvironment):
+    """The sandbox, with a cost limit: range() is bounded, every loop and every call checks
+    the clock, and the operators that multiply text (`*`, `**`, `%`) check the size first."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.globals["range"] = _limited_range
+        self.filters.update(center=_center, indent=_indent, format=_format, _timed=_timed)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "_timed", [], [], None, None,
+                                     lineno=loop.iter.lineno)
+        return tree
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _on_time()
+        if getattr(obj, "__self__", None).__class__ is str:  # "x".center(n), .ljust(n)...
+            for arg in args:
+                _size(arg, f"{getattr(obj, '__name__', 'a string method')}() argument")
+        return super().call(context, obj, *args, **kwargs)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _on_time()
+        if operator == "*":
+            for text, times in ((left, right), (right, left)):
+                if isinstance(text, str | list | tuple) and isinstance(times, int):
+                    _size(len(text) * times, "text times a number")
+        elif operator == "**":
+            if (isinstance(left, int) and isinstance(right, int) and abs(left) > 1
+                    and right * math.log2(abs(left)) > 4096):
+                raise RenderLimit(f"{left} ** {right}: a number too large for a message")
+        elif operator == "%":
+            _check_percent(left)
+        return super().call_binop(context, operator, left, right)
+
+
 @lru_cache(maxsize=64)
 def environment(override: str | None = None,
                 inline: tuple[tuple[str, str, str], ...] = ()) -> SandboxedEnvironment:
@@ -281,7 +399,7 @@ def environment(override: str | None = None,
         layers.insert(0, FileSystemLoader(override))
     if inline:
         layers.insert(0, InlineLoader(inline))
-    return SandboxedEnvironment(
+    return LimitedEnvironment(
         loader=LayeredLoader(layers),
         undefined=StrictUndefined,
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -327,12 +445,21 @@ def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
             raise TemplateProblem(
                 f"{_at(exc.filename or exc.name, exc.lineno)}: {exc.message}") from None
         try:
-            out[part] = template.render(ctx).strip()
+            out[part] = _render_limited(template, ctx).strip()
         except UndefinedError as exc:
             raise TemplateProblem(f"{_error_location(template.filename)}: {exc.message} "
                                   f"(the {wave} wave on {channel}, {lang})") from None
+        except TemplateNotFound as exc:
+            raise TemplateProblem(f"{_error_location(template.filename)}: no template "
+                                  f"{exc.name!r} to include or import") from None
         except TemplateError as exc:
             raise TemplateProblem(f"{_error_location(template.filename)}: {exc}") from None
+        except RecursionError:
+            raise TemplateProblem(f"{_error_location(template.filename)}: calls nested too "
+                                  f"deep (a macro that calls itself?)") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a template does, its file and line
+            raise TemplateProblem(f"{_error_location(template.filename)}: "
+                                  f"{type(exc).__name__}: {exc}") from None
         if part == "txt":
             source = template.filename
     subject = " ".join(out["subject"].split()) if "subject" in out else None  # one header line
@@ -340,6 +467,28 @@ def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
     if check:
         check_limits(channel, lang, rendered, ctx, settings or get_settings())
     return rendered
+
+
+def _render_limited(template: Any, ctx: dict) -> str:
+    """The template rendered within its limits of time and size; a limit is raised inside
+    the template (where it was when the limit hit), so that the error names its line."""
+    token = _deadline.set(time.monotonic() + MAX_RENDER_SECONDS)
+    try:
+        chunks: list[str] = []
+        size = 0
+        stream = template.generate(ctx)
+        for chunk in stream:
+            chunks.append(chunk)
+            size += len(chunk)
+            try:
+                if size > MAX_OUTPUT:
+                    raise RenderLimit(f"renders to more than {MAX_OUTPUT:,} characters")
+                _on_time()
+            except RenderLimit as exc:
+                stream.throw(exc)
+        return "".join(chunks)
+    finally:
+        _deadline.reset(token)
 
 
 def _error_location(filename: str | None) -> str:
