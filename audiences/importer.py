@@ -252,7 +252,10 @@ def sniff_delimiter(header: str) -> str:
     """The delimiter that splits the header line into the most columns (`,` on a tie)."""
     best, best_n = ",", 1
     for candidate in (",", ";", "\t"):
-        n = len(next(csv.reader([header], delimiter=candidate), []))
+        try:
+            n = len(next(csv.reader([header], delimiter=candidate), []))
+        except csv.Error:  # a cell over the field size limit: the header's reader says so
+            continue
         if n > best_n:
             best, best_n = candidate, n
     return best
@@ -520,12 +523,25 @@ def read_rows(path: Path, *, layout_name: str | None, encoding: str | None, regi
     for _ in range(first_line - 1):
         stream.readline()
     report.delimiter = delimiter
-    reader = csv.reader(stream, delimiter=delimiter, quotechar='"', doublequote=True,
+    # the lines of the record being read: the csv module takes `ab"c` as a value, and only
+    # the raw text tells a stray quote from a quoted one
+    raw_lines: list[str] = []
+
+    def lines() -> Iterable[str]:
+        for line in stream:
+            raw_lines.append(line)
+            yield line
+
+    reader = csv.reader(lines(), delimiter=delimiter, quotechar='"', doublequote=True,
                         strict=True)
     try:
         header = next(reader)
     except csv.Error as exc:
         raise UserError(f"{path}:{first_line}: the header line cannot be read: {exc}") from None
+    for cell in header:
+        if _CONTROL.search(cell):
+            raise UserError(f"{path}:{first_line}: the header contains control characters "
+                            f"(a binary file, or the wrong --encoding?)")
     keys = [_header_key(h) for h in header]
     if layout_name is None:
         layout = choose_layout(keys)
@@ -551,6 +567,7 @@ def read_rows(path: Path, *, layout_name: str | None, encoding: str | None, regi
     last_end = reader.line_num
     while True:
         start = last_end + 1 + offset
+        raw_lines.clear()
         try:
             cells = next(reader)
         except StopIteration:
@@ -564,6 +581,12 @@ def read_rows(path: Path, *, layout_name: str | None, encoding: str | None, regi
         if not any(c.strip() for c in cells):
             continue
         report.rows += 1
+        if any('"' in c for c in cells):
+            stray = _stray_quote("".join(raw_lines), delimiter)
+            if stray is not None:
+                column = header[stray].strip() if stray < len(header) else ROW
+                report.problems.append(Problem(start, column or ROW, _STRAY_QUOTE))
+                continue
         row, problems = rows_reader.read(start, cells)
         if problems:
             report.problems += problems
@@ -572,6 +595,36 @@ def read_rows(path: Path, *, layout_name: str | None, encoding: str | None, regi
         if progress is not None and report.rows % PROGRESS_FROM == 0:
             progress(f"checked {report.rows:,} rows")
     return rows
+
+
+_STRAY_QUOTE = ('a quote (") inside a value that does not start with one: quote the whole '
+                'value and double the quotes in it ("say ""hi""")')
+
+
+def _stray_quote(raw: str, delimiter: str) -> int | None:
+    """The column of the first value with a quote that is not quoting (`ab"c`), if any."""
+    column, quoted, at_start, i = 0, False, True, 0
+    while i < len(raw):
+        c = raw[i]
+        if at_start:
+            at_start = False
+            if c == '"':
+                quoted = True
+                i += 1
+                continue
+        if quoted:
+            if c == '"':
+                if raw[i + 1:i + 2] == '"':
+                    i += 1  # a doubled quote inside a quoted value
+                else:
+                    quoted = False
+        elif c == delimiter:
+            column += 1
+            at_start = True
+        elif c == '"':
+            return column
+        i += 1
+    return None
 
 
 # -- matching and merging ----------------------------------------------------------------------
