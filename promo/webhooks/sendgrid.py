@@ -8,7 +8,6 @@ turn on "Signed Event Webhook Requests" and copy its verification key into
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import lru_cache
 from typing import Any
@@ -26,7 +25,7 @@ from promo.db import session_scope
 from promo.db.models import Contact, Message, utcnow
 from promo.settings import Settings
 from promo.webhooks.consent import opt_out
-from promo.webhooks.http import forbidden, settings_of
+from promo.webhooks.http import as_dict, forbidden, json_body, settings_of
 from promo.webhooks.store import (
     apply_delivery,
     body_digest,
@@ -98,7 +97,7 @@ def _withdraws(event: dict[str, Any]) -> bool:
 
 
 def _find_message(session: Session, event: dict[str, Any]) -> Message | None:
-    key = event.get(LEDGER_KEY_ARG) or (event.get("unique_args") or {}).get(LEDGER_KEY_ARG)
+    key = event.get(LEDGER_KEY_ARG) or as_dict(event.get("unique_args")).get(LEDGER_KEY_ARG)
     if key:
         return find_message_by_key(session, str(key))
     # Without the custom arg: X-Message-Id is the part of sg_message_id before the first
@@ -174,9 +173,8 @@ async def events(request: Request) -> Response:
     body = await request.body()
     if not signature_ok(settings, body, request.headers):
         return forbidden(PROVIDER, "event batch with a missing or wrong signature")
-    try:
-        batch = json.loads(body)
-    except ValueError:
+    batch = json_body(body)
+    if batch is None:
         return PlainTextResponse("the body is not JSON", status_code=400)
     if isinstance(batch, dict):
         batch = [batch]
