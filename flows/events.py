@@ -53,7 +53,7 @@ class WaveSpec(BaseModel):
     @classmethod
     def _parse_at(cls, value: Any) -> Any:
         if isinstance(value, bool):  # YAML's `true` is not one minute past midnight
-            raise ValueError("must be a time of day like \"11:00\"")
+            raise ValueError("must be a time of day like \"11:00\"")  # noqa: TRY004 (pydantic)
         if isinstance(value, int):  # YAML 1.1 reads an unquoted 11:00 as 660 (sexagesimal)
             return time(value // 60, value % 60) if 0 <= value < 24 * 60 else value
         if isinstance(value, str) and not re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", value.strip()):
@@ -305,9 +305,13 @@ def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
             total, _ = _expanded_size(root)
             if total > MAX_YAML_VALUES:
                 raise EventError(source, [
-                    f"its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values: not "
-                    f"an event file (a YAML bomb?)"])
-        return (loader.construct_document(root) if root is not None else None), root
+                    (f"its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values: not "
+                     f"an event file (a YAML bomb?)")])
+        try:
+            return (loader.construct_document(root) if root is not None else None), root
+        except (ValueError, OverflowError) as exc:  # a date like 2026-13-45: YAML reads it
+            raise EventError(source, [f"not valid YAML: a value cannot be read ({exc})"]
+                             ) from None
     finally:
         loader.dispose()
 

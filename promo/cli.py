@@ -249,10 +249,14 @@ def events_check(
     """Validate an event file and show its waves; an event that has started is refused."""
     from flows.events import load_event
     from flows.plan import plan_campaign
+    from promo.errors import PlanError
 
     clock = parse_time(now) or datetime.now(UTC)
     spec = load_event(event_file)
-    plan_campaign(spec, clock)  # the rules, and an event in the past is refused
+    try:
+        plan_campaign(spec, clock)  # the rules, and an event in the past is refused
+    except PlanError as exc:
+        raise PlanError(f"{event_file}: {exc}") from None
     for name, w in spec.campaign.waves().items():
         at = spec.wave_time(w)
         console.print(f"{name}: {at:%Y-%m-%d %H:%M %Z}, {w.mode}: {', '.join(w.channels)}")

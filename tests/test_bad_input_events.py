@@ -49,6 +49,12 @@ def test_a_start_out_of_the_calendar_s_range_is_an_error() -> None:
     assert "line 3: starts_at: the year 9999 is out of range" in problems(text)
 
 
+def test_a_yaml_time_out_of_range_is_an_error() -> None:
+    # YAML reads an unquoted 2026-13-45T99:00:00 as a time itself (found by bench/bad_inputs.py)
+    text = VALID.replace(STARTS.isoformat(), "2026-13-45T99:00:00")
+    assert "not valid YAML: a value cannot be read" in problems(text)
+
+
 def billion_laughs(levels: int = 9) -> str:
     lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     for i in range(1, levels + 1):
@@ -77,7 +83,7 @@ def test_events_check_refuses_an_event_that_has_started(store: Path) -> None:
     path = write_event(store, datetime(2020, 3, 1, 19, 0, tzinfo=UTC))
     result = run_promo("events", "check", str(path))
     assert result.code == 2
-    assert "in the past" in result.err
+    assert result.err.startswith(f"error: {path}: ") and "in the past" in result.err
     later = run_promo("events", "check", str(path), "--now", "2020-02-20T10:00:00+03:00")
     assert later.code == 0 and f"{path}: ok" in later.out
 
