@@ -427,7 +427,7 @@ def _did_you_mean(key: str) -> str:
 
 def _problem(err: Any) -> str:
     where = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "not a setting" + _did_you_mean(str(err["loc"][0]))
     return f"{where}: {msg}"
