@@ -177,6 +177,7 @@ PIECES = [
     "{{ starts_at.strftime('%Y') }}", "{{ when }}", "{{ '{:N}'.format(1) }}", "{{ 'x'.ljust(N) }}",
     "{{ event.title|indent(N) }}", "{% extends 'nope' %}", "{% block b %}", "{{ lipsum(N) }}",
     "{{ self._TemplateReference__context }}", "{{ [].pop() }}", "{{ {}.x.y }}",
+    "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}", "{% if 1 %}" * 2000 + "{% endif %}" * 2000,
 ]
 NUMBERS = ["0", "3", "-1", "99", "10000", "100000", "10**6", "10**9", "2**64", "1000000000"]
 

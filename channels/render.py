@@ -444,6 +444,10 @@ def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
         except TemplateSyntaxError as exc:
             raise TemplateProblem(
                 f"{_at(exc.filename or exc.name, exc.lineno)}: {exc.message}") from None
+        except RecursionError:  # the parser and the compiler recurse per nesting level
+            candidates = [f"@{i}/{n}" for i in range(layers) for n in names]
+            raise TemplateProblem(f"{_at(_source_label(env, candidates), None)}: nested too "
+                                  f"deep to be read") from None
         try:
             out[part] = _render_limited(template, ctx).strip()
         except UndefinedError as exc:
@@ -467,6 +471,16 @@ def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
     if check:
         check_limits(channel, lang, rendered, ctx, settings or get_settings())
     return rendered
+
+
+def _source_label(env: Environment, names: list[str]) -> str | None:
+    """The file name (or inline label) of the first of `names` that exists."""
+    for name in names:
+        try:
+            return env.loader.get_source(env, name)[1]  # type: ignore[union-attr]
+        except TemplateNotFound:
+            continue
+    return None
 
 
 def _render_limited(template: Any, ctx: dict) -> str:

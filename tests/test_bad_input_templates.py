@@ -63,6 +63,13 @@ def test_a_costly_or_failing_template_is_its_line_and_what(template: str, what: 
     assert what in message
 
 
+@pytest.mark.parametrize("template", ["{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}",
+                                      "{% if a %}" * 3000 + "{% endif %}" * 3000,
+                                      "{{ 1 " + "+ 1 " * 20000 + "}}"])
+def test_a_template_nested_too_deep_to_compile_is_named(template: str) -> None:
+    assert render_problem(template) == f"{LABEL} ? of the text: nested too deep to be read"
+
+
 def test_a_template_within_its_limits_still_renders() -> None:
     spec = parse_event(event_text(
         "{% for i in range(3) %}{{ loop.index }}/{{ loop.length }} {% endfor %}"
