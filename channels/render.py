@@ -328,6 +328,9 @@ def _size(n: Any, what: str) -> None:
 _PERCENT_WIDTH = re.compile(r"%[-#0 +]*(\d+)|%[-#0 +]*\d*\.(\d+)")
 
 
+_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*?(\d{7,})")
+
+
 def _check_percent(fmt: Any) -> None:
     if isinstance(fmt, str):
         for m in _PERCENT_WIDTH.finditer(fmt):
@@ -375,6 +378,22 @@ class LimitedEnvironment(SandboxedEnvironment):
             for arg in args:
                 _size(arg, f"{getattr(obj, '__name__', 'a string method')}() argument")
         return super().call(context, obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # "{:1000000000}".format(x): the widths written in the string, and any given as
+        # arguments ("{:{}}".format(x, n)), are checked before it formats
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        for m in _FORMAT_WIDTH.finditer(value.__self__):
+            _size(int(m.group(1)), "a format width")
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            for arg in (*args, *kwargs.values()):
+                _size(arg, "a format argument")
+            return wrapped(*args, **kwargs)
+
+        return checked
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _on_time()
