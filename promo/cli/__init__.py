@@ -15,7 +15,8 @@ from promo.errors import ConfigurationError, UserError
 
 app = typer.Typer(
     help="event-promo: plan and send event promotion campaigns over email, SMS, voice, VK "
-    "and Telegram.",
+    "and Telegram. Errors are one message; --debug (anywhere) or PROMO_DEBUG=1 shows the "
+    "traceback.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -31,21 +32,49 @@ app.add_typer(webhooks.telegram_app, name="telegram")
 app.command("preview")(preview.preview)
 
 
+DEBUG_HELP = "run with --debug (or PROMO_DEBUG=1) for the traceback"
+
+
 def main() -> None:
+    """The `promo` command. The one place where any error of a command becomes a message:
+    bad input and configuration (UserError) as they are, anything else in one line that
+    says what it was; `--debug` anywhere on the line or PROMO_DEBUG=1 shows the traceback."""
+    import os
+
+    debug = "--debug" in sys.argv[1:] or os.environ.get("PROMO_DEBUG", "") not in ("", "0")
+    sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
     try:
         app()
-    except UserError as exc:
-        err.print("[red]error:[/] " + escape(str(exc)), highlight=False)
-        sys.exit(2)
-    except Exception as exc:
-        # a provider's settings refused (a revoked key) or a flow run that ended Failed with
-        # its reason: one line, the run's log has the rest
-        from prefect.exceptions import FailedRun
-
-        if not isinstance(exc, FailedRun | ConfigurationError):
-            raise
-        err.print("[red]error:[/] " + escape(str(exc)), highlight=False)
-        sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except UserError as exc:
+        if debug:
+            raise
+        err.print("[red]error:[/] " + escape(str(exc)), highlight=False)
+        sys.exit(2)
+    except Exception as exc:
+        if debug:
+            raise
+        err.print("[red]error:[/] " + escape(_describe(exc)), highlight=False)
+        sys.exit(2 if _expected(exc) else 1)
+
+
+def _expected(exc: BaseException) -> bool:
+    # a provider's settings refused (a revoked key) or a flow run that ended Failed with its
+    # reason: the message is the whole story, the run's log has the rest
+    from prefect.exceptions import FailedRun
+
+    return isinstance(exc, FailedRun | ConfigurationError)
+
+
+def _describe(exc: BaseException) -> str:
+    if _expected(exc):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return f"the input is nested too deep to be read ({DEBUG_HELP})"
+    if isinstance(exc, MemoryError):
+        return f"out of memory: the input is too large ({DEBUG_HELP})"
+    what = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return (f"unexpected {type(exc).__name__}" + (f": {what}" if what else "")
+            + f" (a bug: please report it; {DEBUG_HELP})")

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from promo.cli.output import console
+from promo.cli.output import console, parse_time
 
 events_app = typer.Typer(help="Event files: check and store them.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 
 
 @events_app.command("check")
-def events_check(event_file: Path) -> None:
-    """Validate an event file and show its waves."""
-    from flows.plan import check_rules
+def events_check(
+    event_file: Path,
+    now: Annotated[str | None, typer.Option(help="the clock, ISO 8601 with offset")] = None,
+) -> None:
+    """Validate an event file and show its waves; an event that has started is refused."""
+    from flows.plan import plan_campaign
     from promo.domain.event import load_event
+    from promo.errors import PlanError
 
+    clock = parse_time(now) or datetime.now(UTC)
     spec = load_event(event_file)
-    check_rules(spec)
+    try:
+        plan_campaign(spec, clock)  # the rules, and an event in the past is refused
+    except PlanError as exc:
+        raise PlanError(f"{event_file}: {exc}") from None
     for name, w in spec.campaign.waves().items():
         at = spec.wave_time(w)
         console.print(f"{name}: {at:%Y-%m-%d %H:%M %Z}, {w.mode}: {', '.join(w.channels)}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import datetime
 from typing import Any
 
@@ -46,7 +45,7 @@ from promo.db import session_scope
 from promo.db.models import Contact, Event, Registration, utcnow
 from promo.secrets import reveal
 from promo.settings import Settings
-from promo.webhooks.http import forbidden, settings_of
+from promo.webhooks.http import forbidden, json_body, settings_of
 from promo.webhooks.store import body_digest, dedupe_key, record_once, set_normalized
 
 PROVIDER = "registrations"
@@ -88,6 +87,8 @@ def _find_or_add_contact(s: Any, data: dict[str, Any], settings: Settings,
     if contact_id is not None:
         if not isinstance(contact_id, int) or isinstance(contact_id, bool):
             raise Refused("contact_id: expected a number")
+        if not 0 < contact_id < 2**63:  # what the store's ids can be
+            raise Refused(f"contact_id: no contact {str(contact_id)[:30]}")
         contact = s.get(Contact, contact_id)
         if contact is None:
             raise Refused(f"contact_id: no contact {contact_id}")
@@ -173,9 +174,8 @@ async def webhook(request: Request) -> Response:
     body = await request.body()
     if not signature_ok(settings, body, request.headers):
         return forbidden(PROVIDER, f"a registration with a missing or wrong {SIGNATURE_HEADER}")
-    try:
-        data = json.loads(body)
-    except ValueError:
+    data = json_body(body)
+    if data is None:
         return PlainTextResponse("the body is not JSON", status_code=400)
     if not isinstance(data, dict):
         return PlainTextResponse("expected a JSON object", status_code=400)
