@@ -125,6 +125,12 @@ MEETUP = Layout(
      "%m/%d/%Y", "%b %d, %Y %I:%M %p", "%B %d, %Y %I:%M %p", "%b %d, %Y", "%B %d, %Y"),
 )
 
+# how a registration came (kept raw; the report attributes it): UTM tags and the short link,
+# where the registration platform passes them on, under the same names in every layout
+ATTRIBUTION = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "short_link")
+for _layout in (GENERIC, TIMEPAD, MEETUP):
+    _layout.columns.update({f: (f, f.replace("_", " "), f.replace("_", "-")) for f in ATTRIBUTION})
+
 LAYOUTS = {layout.name: layout for layout in (GENERIC, TIMEPAD, MEETUP)}
 
 _YES = {"да", "yes", "y", "true", "1", "+", "x", "✓", "✔", "посетил", "посетила", "пришел",
@@ -288,6 +294,7 @@ class Row:
     registered_at: datetime | None = None
     attended: bool | None = None
     cancelled: bool = False
+    came_by: tuple[str | None, ...] | None = None  # the ATTRIBUTION values, when any is given
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -459,6 +466,14 @@ class RowReader:
                 bad("attended", f"{attended!r} is not an attendance mark (yes/no, да/нет)")
             else:
                 row.attended = mark
+        if self.registrations:
+            came_by = tuple(self._cell(cells, f) for f in ATTRIBUTION)
+            for f, value in zip(ATTRIBUTION, came_by, strict=True):
+                limit = 300 if f == "short_link" else 200
+                if value is not None and len(value) > limit:
+                    bad(f, f"{len(value)} characters; at most {limit}")
+            if any(came_by):
+                row.came_by = came_by
         status = self._cell(cells, "status")
         if status is not None:
             s = " ".join(status.lower().replace("ё", "е").split())
@@ -617,7 +632,7 @@ class Person:
         self.consents: dict[str, ConsentState] | None = None
         self.stored_channels: frozenset[str] = _NONE  # channels with a stored consent row
         self.changed_consents: list[str] | None = None
-        self.registration: list | None = None  # [registered_at, attended, line]
+        self.registration: list | None = None  # [registered_at, attended, line, came_by]
 
     FIELDS = ("name", "language", "timezone", "email", "phone", "vk_id", "telegram_chat_id")
 
@@ -766,12 +781,13 @@ def _match(session: Session, path: Path, rows: list[Row], report: ImportReport,
         if report.kind == "registrations":
             at = r.registered_at or now
             if person.registration is None:
-                person.registration = [at, r.attended, r.line]
+                person.registration = [at, r.attended, r.line, r.came_by]
             else:
                 reg = person.registration
                 reg[0] = min(reg[0], at)
                 if r.attended is not None:
                     reg[1] = r.attended or bool(reg[1])
+                reg[3] = reg[3] or r.came_by
     return people
 
 
@@ -872,26 +888,30 @@ def _registrations(session: Session, people: list[Person], event: Event, path: P
                                        if p.id is None and p.registration is not None)
         people = [p for p in people if p.id is not None]
     regs = {p.id: p.registration for p in people if p.registration is not None}
-    stored: dict[int, tuple[int, datetime, bool | None]] = {}
+    stored: dict[int, tuple[int, datetime, bool | None, bool]] = {}
     for part in _chunks(sorted(regs)):
-        for rid, cid, at, attended in session.execute(
+        for rid, cid, at, attended, source_, link in session.execute(
                 select(Registration.id, Registration.contact_id, Registration.registered_at,
-                       Registration.attended)
+                       Registration.attended, Registration.utm_source, Registration.short_link)
                 .where(Registration.event_id == event.id, Registration.contact_id.in_(part))):
-            stored[cid] = (rid, at, attended)
+            stored[cid] = (rid, at, attended, source_ is not None or link is not None)
     fresh, changed = [], []
     source = f"import {path.name} ({layout})"[:SOURCE_LENGTH]
-    for cid, (at, attended, _line) in regs.items():
+    blank = (None,) * len(ATTRIBUTION)
+    for cid, (at, attended, _line, came_by) in regs.items():
         if cid not in stored:
             fresh.append({"event_id": event.id, "contact_id": cid, "registered_at": at,
-                          "attended": attended, "source": source})
+                          "attended": attended, "source": source,
+                          **dict(zip(ATTRIBUTION, came_by or blank, strict=True))})
             continue
-        rid, stored_at, stored_attended = stored[cid]
+        rid, stored_at, stored_attended, attributed = stored[cid]
         values = {}
         if at < stored_at:
             values["registered_at"] = at
         if attended is not None and attended != stored_attended:
             values["attended"] = attended
+        if came_by and not attributed:  # a later export that carries the tags fills them in
+            values.update(zip(ATTRIBUTION, came_by, strict=True))
         if values:
             changed.append({"id": rid, **values})
     report.registrations_new += len(fresh)
