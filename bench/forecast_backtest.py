@@ -1,0 +1,143 @@
+"""Backtest of the show-up forecast (promo/report/forecast.py) on series with known behaviour.
+
+Each generated series is a meetup that meets `--events` times. People have their own
+propensity to come (a beta distribution around 35%), a taste for the series (how often they
+register), and register early or late (late ones come more often); each event has its own
+luck (weather, a competing event) shared by everyone in it; new people arrive every time, so
+the series grows roughly like 100 registered / 30 came, 110 / 27, 130 / 40.
+
+For every event after the first, the forecast is made from the events before it, with that
+event's registrants, and compared with who came. Beside it, in the same run, the naive
+forecast: the registered times the series' past average show-up rate (its 80% range: the
+binomial one around it). Printed: mean absolute error in people and in show-up points, and
+how often the truth fell inside the 80% range.
+
+    .venv/bin/python bench/forecast_backtest.py [--series 40] [--events 20] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from promo.report.forecast import (  # noqa: E402
+    Z80,
+    PastEvent,
+    Registrant,
+    forecast,
+    naive,
+)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def generate_series(rng: random.Random, events: int) -> list[PastEvent]:
+    """One series with known behaviour: a list of events, oldest first."""
+    people: list[tuple[float, float]] = []  # (propensity to come, chance to register)
+    series: list[PastEvent] = []
+    seen: set[int] = set()
+    for index in range(events):
+        # new people find the series each time; the audience builds slowly
+        for _ in range(max(0, int(rng.gauss(70 + 2 * index, 8) * rng.choice((0.5, 1.0, 1.6))))):
+            propensity = rng.betavariate(1.2, 2.4)
+            # those who come also like the series more: they register more often
+            people.append((propensity, min(0.9, rng.betavariate(1.2, 5.0) * (0.4 + propensity))))
+        luck = rng.gauss(0, 0.15)  # the event's own: weather, a competing event, the speaker
+        registrants = []
+        for person, (propensity, taste) in enumerate(people):
+            first_time = person not in seen
+            newcomer_boost = 0.6 if person >= len(people) - 70 else 0.0
+            if rng.random() >= min(0.95, taste + newcomer_boost):
+                continue
+            late = rng.random() < 0.3
+            lead = rng.uniform(0.1, 3.0) if late else rng.uniform(3.0, 21.0)
+            # first-timers of a free event are the likeliest no-shows
+            chance = _sigmoid(_logit(propensity) + (0.5 if late else -0.15)
+                              - (0.5 if first_time else 0.0) + luck)
+            seen.add(person)
+            registrants.append((person, lead, rng.random() < chance))
+        series.append(PastEvent(tuple(registrants)))
+    return series
+
+
+def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    model_err, model_pts, model_in = [], [], []
+    naive_err, naive_pts, naive_in = [], [], []
+    prior_err, prior_in = [], []
+    sizes: list[tuple[int, int]] = []
+    for _ in range(n_series):
+        series = generate_series(rng, events)
+        sizes.extend((e.registered, e.came) for e in series[:4])
+        for t, event in enumerate(series):
+            n, truth = event.registered, event.came
+            if n == 0:
+                continue
+            registrants = [Registrant(p, lead) for p, lead, _ in event.registrants]
+            f = forecast(series[:t], registrants)
+            if t == 0:  # no history: the prior and its wide range
+                prior_err.append(abs(f.expected_exact - truth))
+                prior_in.append(f.low <= truth <= f.high)
+                continue
+            model_err.append(abs(f.expected_exact - truth))
+            model_pts.append(100 * abs(f.expected_exact - truth) / n)
+            model_in.append(f.low <= truth <= f.high)
+            guess = naive(series[:t], n)
+            rate = guess / n
+            spread = Z80 * math.sqrt(n * rate * (1 - rate))
+            naive_err.append(abs(guess - truth))
+            naive_pts.append(100 * abs(guess - truth) / n)
+            naive_in.append(guess - spread <= truth <= guess + spread)
+
+    def mean(xs: list) -> float:
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    return {
+        "forecasts": len(model_err),
+        "model_mae_people": mean(model_err), "model_mae_points": mean(model_pts),
+        "model_coverage": mean(model_in),
+        "naive_mae_people": mean(naive_err), "naive_mae_points": mean(naive_pts),
+        "naive_coverage": mean(naive_in),
+        "no_history_forecasts": len(prior_err), "no_history_mae_people": mean(prior_err),
+        "no_history_coverage": mean(prior_in),
+        "first_events": sizes[:4],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--series", type=int, default=40)
+    parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    r = backtest(args.series, args.events, args.seed)
+    took = time.perf_counter() - started
+    print(f"{args.series} generated series x {args.events} events (seed {args.seed}); first "
+          f"events of the first series, registered/came: "
+          + ", ".join(f"{n}/{c}" for n, c in r["first_events"]))
+    print(f"{r['forecasts']} forecasts, each from the events before it ({took:.1f} s)")
+    print(f"{'':<28}{'MAE people':>12}{'MAE points':>12}{'80% range holds':>18}")
+    print(f"{'per-registrant forecast':<28}{r['model_mae_people']:>12.2f}"
+          f"{r['model_mae_points']:>12.2f}{r['model_coverage']:>17.0%}")
+    print(f"{'naive (past average rate)':<28}{r['naive_mae_people']:>12.2f}"
+          f"{r['naive_mae_points']:>12.2f}{r['naive_coverage']:>17.0%}")
+    print(f"first events (no history, the 30-45% prior): {r['no_history_forecasts']} forecasts, "
+          f"MAE {r['no_history_mae_people']:.2f} people, range holds "
+          f"{r['no_history_coverage']:.0%}")
+
+
+if __name__ == "__main__":
+    main()
