@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from promo.report.forecast import (  # noqa: E402
+from promo.report.forecast import (
     Z80,
     PastEvent,
     Registrant,

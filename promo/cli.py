@@ -88,6 +88,9 @@ def demo(
                   "consent, opted out or registered. Ask why for anyone: "
                   f"promo why CONTACT-ID {EVENT_SLUG}  (with PROMO_DATABASE_URL=sqlite:///"
                   f"{folder / 'promo.db'})", highlight=False)
+    from promo.report.demo_series import show as show_series
+
+    show_series(folder, EVENT_SLUG, console)
     console.print(f"event file: {result['event_file']}")
     console.print(f"outbox:     {folder / 'outbox'}  (.eml for email, JSON lines for the rest)")
     console.print(f"database:   {folder / 'promo.db'}")
@@ -301,6 +304,12 @@ app.add_typer(webhooks_app, name="webhooks"); app.add_typer(telegram_app, name="
 from channels.preview import preview
 
 app.command("preview")(preview)
+from audiences.attendance_cli import attendance_app
+
+app.add_typer(attendance_app, name="attendance")
+from promo.report.cli import report
+
+app.command("report")(report)
 
 
 def main() -> None:
