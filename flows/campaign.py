@@ -48,6 +48,7 @@ from promo.db import session_scope
 from promo.db.models import Contact, Event, Message, WaveRun, utcnow
 from promo.errors import PlanError
 from promo.masking import mask_address, scrub
+from promo.report.artifact import publish_report, reminder_forecast
 from promo.settings import get_settings
 
 # the deployment the campaign schedules its waves on (prefect.yaml: flow "wave", deployment "wave")
@@ -211,7 +212,9 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
     deployment = follow_up_deployment or _own_wave_deployment()
     if later is not None and later < starts_at and deployment:
         follow_up = _schedule_held(event_slug, wave, later, deployment)
-    _publish_summary(event_slug, wave, outcomes, explained, later, follow_up)
+    _publish_summary(event_slug, wave, outcomes, explained, later, follow_up,
+                     _report_hook(reminder_forecast, event_slug, parse_now(clock))
+                     if wave == "reminder" else "")
     logger.info("%s %s: %s", event_slug, wave,
                 ", ".join(f"{k} {v}" for k, v in sorted(sent.items())) or "nothing due")
     if later is not None:
@@ -308,7 +311,7 @@ def _explain(session: Session, event_id: int, wave: str) -> list[dict[str, Any]]
 
 def _publish_summary(event_slug: str, wave: str, outcomes: dict[str, dict[str, int]],
                      explained: list[dict[str, Any]], later: datetime | None,
-                     follow_up: str | None) -> None:
+                     follow_up: str | None, footer: str = "") -> None:
     totals: Counter = Counter()
     for row in outcomes.values():
         totals.update(row)
@@ -333,6 +336,8 @@ def _publish_summary(event_slug: str, wave: str, outcomes: dict[str, dict[str, i
         else:
             lines.append(f"Held messages are due from {later:%Y-%m-%d %H:%M} UTC: run the wave "
                          f"again then (deployed waves schedule it themselves).")
+    if footer:
+        lines += ["", footer]
     create_markdown_artifact(
         key=f"{_slug(event_slug)}-{_slug(wave)}-summary",
         markdown="\n".join(lines) + "\n",
@@ -399,6 +404,7 @@ def campaign_flow(event_file: str, now: str | None = None, schedule: bool | None
             if w.send_at <= clock:
                 with tags(*wave_tags(spec.slug, w.name, w.spec.channels)):
                     results.append(run_wave(spec.slug, w.name, clock.isoformat()))
+    _report_hook(publish_report, spec.slug, clock)
     failed = [r["failed"] for r in results if "failed" in r]
     if failed:
         return Failed(message="; ".join(failed))
@@ -672,6 +678,8 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
                        "sent: " + (", ".join(f"{k} {v}" for k, v in
                                              sorted(result.get("sent", {}).items()))
                                    or "nothing due")})
+    for slug in dict.fromkeys(slug for slug, w in todo if w.name == "reminder"):
+        _report_hook(publish_report, slug, clock)
     failed = [f"{r['event']} {r['wave']}" for r in results if "failed" in r]
     create_table_artifact(key="daily-reminders", table=report or [
         {"event": "-", "wave": "-", "action": "no reminder or missed wave today"}],
@@ -679,6 +687,16 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
     if failed:  # the other events still ran; the day's run says which did not
         return Failed(message="failed: " + ", ".join(failed))
     return results
+
+
+def _report_hook(publish: Any, slug: str, clock: datetime) -> str:
+    """The series report (promo/report) in the run's artifacts. A report is for reading: one
+    that cannot be made is logged and never fails the run that sends the messages."""
+    try:
+        return publish(slug, clock) or ""
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        get_run_logger().warning("%s: the report could not be made: %s", slug, exc)
+        return ""
 
 
 def all_outcomes(slug: str) -> dict[str, dict[str, dict[str, int]]]:

@@ -82,7 +82,7 @@ def report(
         console.print(f"picture: {plot}", highlight=False)
 
 
-def picture(session, row, now: datetime, settings, series: str) -> bytes:
+def picture(session, row, now: datetime, settings, series: str, dpi: int = 100) -> bytes:
     """The PNG of an event's report with its series' history."""
     from zoneinfo import ZoneInfo
 
@@ -96,7 +96,7 @@ def picture(session, row, now: datetime, settings, series: str) -> bytes:
     history = [event_report(session, e, now, settings) for e in series_events(session, series)]
     current = next(e for e in history if e["event"] == row.slug)
     return render(current, registration_timeline(session, row), history, ZoneInfo(row.timezone),
-                  row.starts_at)
+                  row.starts_at, dpi)
 
 
 def show(reports: list[dict[str, Any]], series: str | None) -> None:

@@ -18,10 +18,11 @@ COLORS = {"announce": "#1f77b4", "last_call": "#d62728", "reminder": "#2ca02c"}
 
 
 def render(event: dict[str, Any], timeline: list[tuple[datetime, str | None, str | None]],
-           series: list[dict[str, Any]], zone: Any, starts_at: datetime) -> bytes:
+           series: list[dict[str, Any]], zone: Any, starts_at: datetime,
+           dpi: int = 100) -> bytes:
     """The PNG: `event` is an event_report, `timeline` its registration_timeline, `series` the
     event_reports of its series in start order."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8.5), dpi=100,
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8.5), dpi=dpi,
                                       gridspec_kw={"height_ratios": [1.15, 1]})
     _registrations(top, event, timeline, zone, starts_at)
     _history(bottom, series, event["event"])
