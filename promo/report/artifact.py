@@ -24,6 +24,8 @@ def _slug(name: str) -> str:
 def forecast_line(f: dict[str, Any] | None) -> str:
     if f is None:
         return "The event has started: no forecast."
+    if f["registered"] == 0:
+        return "**Forecast:** nobody has registered yet."
     return (f"**Forecast:** {f['expected']} of the {f['registered']} registered so far will come "
             f"(80% range {f['low']}-{f['high']}); {f['note']}.")
 
