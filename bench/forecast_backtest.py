@@ -2,15 +2,19 @@
 
 Each generated series is a meetup that meets `--events` times. People have their own
 propensity to come (a beta distribution around 35%), a taste for the series (how often they
-register), and register early or late (late ones come more often); each event has its own
-luck (weather, a competing event) shared by everyone in it; new people arrive every time, so
-the series grows roughly like 100 registered / 30 came, 110 / 27, 130 / 40.
+register), and register early or late (late ones come more often); first-timers come less
+often; each event has its own luck (weather, a competing event) shared by everyone in it;
+new people arrive every time, in big or small numbers, so the series grows from a few dozen
+registered to about 100 / 30 came, 110 / 39, 130 / 45 by the 7th-10th meetup and 250 / 100
+by the 20th.
 
 For every event after the first, the forecast is made from the events before it, with that
 event's registrants, and compared with who came. Beside it, in the same run, the naive
 forecast: the registered times the series' past average show-up rate (its 80% range: the
 binomial one around it). Printed: mean absolute error in people and in show-up points, and
-how often the truth fell inside the 80% range.
+how often the truth fell inside the 80% range; and an oracle that knows every
+registrant's true chance, the event's luck included (the floor no forecast can reach:
+what is left is each person's own coin flip).
 
     .venv/bin/python bench/forecast_backtest.py [--series 40] [--events 20] [--seed 1]
 """
@@ -43,8 +47,10 @@ def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 
 
-def generate_series(rng: random.Random, events: int) -> list[PastEvent]:
-    """One series with known behaviour: a list of events, oldest first."""
+def generate_series(rng: random.Random, events: int,
+                    chances: list[float] | None = None) -> list[PastEvent]:
+    """One series with known behaviour: a list of events, oldest first. `chances`, if
+    given, gets each event's true expected number of people who come (the oracle)."""
     people: list[tuple[float, float]] = []  # (propensity to come, chance to register)
     series: list[PastEvent] = []
     seen: set[int] = set()
@@ -56,6 +62,7 @@ def generate_series(rng: random.Random, events: int) -> list[PastEvent]:
             people.append((propensity, min(0.9, rng.betavariate(1.2, 5.0) * (0.4 + propensity))))
         luck = rng.gauss(0, 0.15)  # the event's own: weather, a competing event, the speaker
         registrants = []
+        expected = 0.0
         for person, (propensity, taste) in enumerate(people):
             first_time = person not in seen
             newcomer_boost = 0.6 if person >= len(people) - 70 else 0.0
@@ -67,8 +74,11 @@ def generate_series(rng: random.Random, events: int) -> list[PastEvent]:
             chance = _sigmoid(_logit(propensity) + (0.5 if late else -0.15)
                               - (0.5 if first_time else 0.0) + luck)
             seen.add(person)
+            expected += chance
             registrants.append((person, lead, rng.random() < chance))
         series.append(PastEvent(tuple(registrants)))
+        if chances is not None:
+            chances.append(expected)
     return series
 
 
@@ -77,9 +87,11 @@ def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
     model_err, model_pts, model_in = [], [], []
     naive_err, naive_pts, naive_in = [], [], []
     prior_err, prior_in = [], []
+    oracle_err = []
     sizes: list[tuple[int, int]] = []
     for _ in range(n_series):
-        series = generate_series(rng, events)
+        truths: list[float] = []
+        series = generate_series(rng, events, truths)
         sizes.extend((e.registered, e.came) for e in series[:4])
         for t, event in enumerate(series):
             n, truth = event.registered, event.came
@@ -94,6 +106,7 @@ def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
             model_err.append(abs(f.expected_exact - truth))
             model_pts.append(100 * abs(f.expected_exact - truth) / n)
             model_in.append(f.low <= truth <= f.high)
+            oracle_err.append(abs(truths[t] - truth))
             guess = naive(series[:t], n)
             rate = guess / n
             spread = Z80 * math.sqrt(n * rate * (1 - rate))
@@ -109,7 +122,7 @@ def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
         "model_mae_people": mean(model_err), "model_mae_points": mean(model_pts),
         "model_coverage": mean(model_in),
         "naive_mae_people": mean(naive_err), "naive_mae_points": mean(naive_pts),
-        "naive_coverage": mean(naive_in),
+        "naive_coverage": mean(naive_in), "oracle_mae_people": mean(oracle_err),
         "no_history_forecasts": len(prior_err), "no_history_mae_people": mean(prior_err),
         "no_history_coverage": mean(prior_in),
         "first_events": sizes[:4],
@@ -134,6 +147,8 @@ def main() -> None:
           f"{r['model_mae_points']:>12.2f}{r['model_coverage']:>17.0%}")
     print(f"{'naive (past average rate)':<28}{r['naive_mae_people']:>12.2f}"
           f"{r['naive_mae_points']:>12.2f}{r['naive_coverage']:>17.0%}")
+    print(f"{'oracle (knows every chance)':<28}{r['oracle_mae_people']:>12.2f}"
+          f"{'':>12}{'':>18}  (the floor: it knows the event's luck too)")
     print(f"first events (no history, the 30-45% prior): {r['no_history_forecasts']} forecasts, "
           f"MAE {r['no_history_mae_people']:.2f} people, range holds "
           f"{r['no_history_coverage']:.0%}")
