@@ -12,9 +12,9 @@ For every event after the first, the forecast is made from the events before it,
 event's registrants, and compared with who came. Beside it, in the same run, the naive
 forecast: the registered times the series' past average show-up rate (its 80% range: the
 binomial one around it). Printed: mean absolute error in people and in show-up points, and
-how often the truth fell inside the 80% range; and an oracle that knows every
-registrant's true chance, the event's luck included (the floor no forecast can reach:
-what is left is each person's own coin flip).
+how often the truth fell inside the 80% range; and two oracles for scale: one that knows
+every registrant's own chance (what the best forecast made before the event could know),
+and one that knows the event's luck too (only each person's coin flip is left).
 
     .venv/bin/python bench/forecast_backtest.py [--series 40] [--events 20] [--seed 1]
 """
@@ -48,9 +48,10 @@ def _sigmoid(x: float) -> float:
 
 
 def generate_series(rng: random.Random, events: int,
-                    chances: list[float] | None = None) -> list[PastEvent]:
+                    chances: list[tuple[float, float]] | None = None) -> list[PastEvent]:
     """One series with known behaviour: a list of events, oldest first. `chances`, if
-    given, gets each event's true expected number of people who come (the oracle)."""
+    given, gets each event's true expected number of people who come, with the event's luck
+    and without it (the oracles)."""
     people: list[tuple[float, float]] = []  # (propensity to come, chance to register)
     series: list[PastEvent] = []
     seen: set[int] = set()
@@ -62,7 +63,7 @@ def generate_series(rng: random.Random, events: int,
             people.append((propensity, min(0.9, rng.betavariate(1.2, 5.0) * (0.4 + propensity))))
         luck = rng.gauss(0, 0.15)  # the event's own: weather, a competing event, the speaker
         registrants = []
-        expected = 0.0
+        expected = expected_without_luck = 0.0
         for person, (propensity, taste) in enumerate(people):
             first_time = person not in seen
             newcomer_boost = 0.6 if person >= len(people) - 70 else 0.0
@@ -71,14 +72,15 @@ def generate_series(rng: random.Random, events: int,
             late = rng.random() < 0.3
             lead = rng.uniform(0.1, 3.0) if late else rng.uniform(3.0, 21.0)
             # first-timers of a free event are the likeliest no-shows
-            chance = _sigmoid(_logit(propensity) + (0.5 if late else -0.15)
-                              - (0.5 if first_time else 0.0) + luck)
+            own = _logit(propensity) + (0.5 if late else -0.15) - (0.5 if first_time else 0.0)
+            chance = _sigmoid(own + luck)
+            expected_without_luck += _sigmoid(own)
             seen.add(person)
             expected += chance
             registrants.append((person, lead, rng.random() < chance))
         series.append(PastEvent(tuple(registrants)))
         if chances is not None:
-            chances.append(expected)
+            chances.append((expected, expected_without_luck))
     return series
 
 
@@ -87,10 +89,10 @@ def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
     model_err, model_pts, model_in = [], [], []
     naive_err, naive_pts, naive_in = [], [], []
     prior_err, prior_in = [], []
-    oracle_err = []
+    oracle_err, oracle_blind_err = [], []
     sizes: list[tuple[int, int]] = []
     for _ in range(n_series):
-        truths: list[float] = []
+        truths: list[tuple[float, float]] = []
         series = generate_series(rng, events, truths)
         sizes.extend((e.registered, e.came) for e in series[:4])
         for t, event in enumerate(series):
@@ -106,7 +108,8 @@ def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
             model_err.append(abs(f.expected_exact - truth))
             model_pts.append(100 * abs(f.expected_exact - truth) / n)
             model_in.append(f.low <= truth <= f.high)
-            oracle_err.append(abs(truths[t] - truth))
+            oracle_err.append(abs(truths[t][0] - truth))
+            oracle_blind_err.append(abs(truths[t][1] - truth))
             guess = naive(series[:t], n)
             rate = guess / n
             spread = Z80 * math.sqrt(n * rate * (1 - rate))
@@ -123,6 +126,7 @@ def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
         "model_coverage": mean(model_in),
         "naive_mae_people": mean(naive_err), "naive_mae_points": mean(naive_pts),
         "naive_coverage": mean(naive_in), "oracle_mae_people": mean(oracle_err),
+        "oracle_no_luck_mae_people": mean(oracle_blind_err),
         "no_history_forecasts": len(prior_err), "no_history_mae_people": mean(prior_err),
         "no_history_coverage": mean(prior_in),
         "first_events": sizes[:4],
@@ -147,8 +151,10 @@ def main() -> None:
           f"{r['model_mae_points']:>12.2f}{r['model_coverage']:>17.0%}")
     print(f"{'naive (past average rate)':<28}{r['naive_mae_people']:>12.2f}"
           f"{r['naive_mae_points']:>12.2f}{r['naive_coverage']:>17.0%}")
-    print(f"{'oracle (knows every chance)':<28}{r['oracle_mae_people']:>12.2f}"
-          f"{'':>12}{'':>18}  (the floor: it knows the event's luck too)")
+    print(f"{'oracle, each person':<28}{r['oracle_no_luck_mae_people']:>12.2f}"
+          f"{'':>30}  (knows everyone's own chance, not the event's luck)")
+    print(f"{'oracle, and the luck':<28}{r['oracle_mae_people']:>12.2f}"
+          f"{'':>30}  (knows the event's luck too: only coin flips are left)")
     print(f"first events (no history, the 30-45% prior): {r['no_history_forecasts']} forecasts, "
           f"MAE {r['no_history_mae_people']:.2f} people, range holds "
           f"{r['no_history_coverage']:.0%}")
