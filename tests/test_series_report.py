@@ -52,6 +52,10 @@ def add_event(folder: Path, slug: str, start: datetime) -> None:
 
 @pytest.fixture
 def series(store: Path) -> dict[str, int]:
+    return build_series(store)
+
+
+def build_series(store: Path) -> dict[str, int]:
     """The series in the store; returns contact ids by person number."""
     for slug, (start, _, _) in PAST.items():
         add_event(store, slug, start)
@@ -115,6 +119,14 @@ def test_past_events_report_their_numbers(series: dict[str, int]) -> None:
     assert data["events"][0]["registrations_by"] == [
         {"wave": None, "channel": None, "registrations": 100, "how": {"none": 100}}]
     assert all(e["series"] == SERIES for e in data["events"])
+    trend = data["trend"]
+    assert trend["past_events"] == 3 and trend["events_with_attendance"] == 3
+    assert trend["registered_per_event"] == 15.0  # 100, 110, 130
+    assert trend["show_up_rate_per_event"] == pytest.approx((0.308 - 0.3) / 2, abs=1e-4)
+    assert trend["last_show_up_rate_vs_before"] == pytest.approx(0.308 - (0.3 + 0.245) / 2,
+                                                                 abs=1e-4)
+    text = cli("report", "--series", SERIES, "--now", NOW.isoformat()).stdout
+    assert "registered +15.0 per event" in text
 
 
 def test_the_event_to_come_attribution_money_opt_outs_and_forecast(series: dict[str, int],
@@ -148,6 +160,22 @@ def test_the_event_to_come_attribution_money_opt_outs_and_forecast(series: dict[
     later = json.loads(cli("report", NEXT, "--json", "--now",
                            (NEXT_START + timedelta(minutes=1)).isoformat()).stdout)
     assert later["forecast"] is None
+
+
+@pytest.mark.postgres
+def test_the_same_report_on_postgres(pg_store: str, tmp_path: Path) -> None:
+    build_series(tmp_path)
+    import_next(tmp_path)
+    data = json.loads(cli("report", "--series", SERIES, "--json", "--now", NOW.isoformat()).stdout)
+    got = [(e["registered"], e["attended"], e["show_up_rate"]) for e in data["events"]]
+    assert got == [(100, 30, 0.3), (110, 27, 0.245), (130, 40, 0.308), (40, None, None)]
+    upcoming = data["events"][-1]
+    by = {(r["wave"], r["channel"]): r["registrations"] for r in upcoming["registrations_by"]}
+    assert by == {("announce", "email"): 10, ("last_call", "sms"): 5, ("announce", "vk"): 20,
+                  (None, None): 5}
+    waves = {(w["wave"], w["channel"]): w for w in upcoming["waves"]}
+    assert waves[("announce", "vk")]["reached"] == 30 and waves[("announce", "vk")]["opt_outs"] == 1
+    assert upcoming["forecast"]["events_used"] == 3
 
 
 def test_csv_and_the_picture(series: dict[str, int], store: Path) -> None:

@@ -33,7 +33,7 @@ def forecast_line(f: dict[str, Any] | None) -> str:
 def report_markdown(slug: str, now: datetime, picture: bool = True) -> str:
     """The event's report as markdown (addresses never appear: counts only)."""
     from flows.store import find_event
-    from promo.report.cli import picture as draw
+    from promo.report.plot import picture as draw
 
     settings = get_settings()
     with session_scope(settings.database_url) as s:

@@ -58,6 +58,8 @@ def report(
             upcoming = [r for r, e in zip(rows, reports, strict=True) if e["status"] == "upcoming"]
             row = upcoming[0] if upcoming else rows[-1]
         if plot is not None:
+            from promo.report.plot import picture
+
             png = picture(s, row, clock, settings, series_of(row))
         s.rollback()  # a report changes nothing
     if plot is not None:
@@ -75,31 +77,15 @@ def report(
         for r in reports:
             writer.writerows(csv_rows(r))
     else:
-        show(reports, series)
+        show(reports, series, data.get("trend"))
     if plot is not None and not (as_json or as_csv):
         from promo.cli import console
 
         console.print(f"picture: {plot}", highlight=False)
 
 
-def picture(session, row, now: datetime, settings, series: str, dpi: int = 100) -> bytes:
-    """The PNG of an event's report with its series' history."""
-    from zoneinfo import ZoneInfo
-
-    from promo.report.plot import render
-    from promo.report.series import (
-        event_report,
-        registration_timeline,
-        series_events,
-    )
-
-    history = [event_report(session, e, now, settings) for e in series_events(session, series)]
-    current = next(e for e in history if e["event"] == row.slug)
-    return render(current, registration_timeline(session, row), history, ZoneInfo(row.timezone),
-                  row.starts_at, dpi)
-
-
-def show(reports: list[dict[str, Any]], series: str | None) -> None:
+def show(reports: list[dict[str, Any]], series: str | None,
+         trend: dict[str, Any] | None = None) -> None:
     from promo.cli import console
 
     if series is not None:
@@ -114,6 +100,14 @@ def show(reports: list[dict[str, Any]], series: str | None) -> None:
                           _n(r["returning_attendees"]), f"{r['cost']['total']:.2f}",
                           f"{f['expected']} ({f['low']}-{f['high']})" if f else "")
         console.print(table)
+        if trend and trend["registered_per_event"] is not None:
+            line = f"trend over {trend['past_events']} past events: registered " \
+                   f"{trend['registered_per_event']:+.1f} per event"
+            if trend["show_up_rate_per_event"] is not None:
+                line += (f", show-up rate {100 * trend['show_up_rate_per_event']:+.1f} points "
+                         f"per event (the last one {100 * trend['last_show_up_rate_vs_before']:+.1f}"
+                         f" against the average before it)")
+            console.print(line, highlight=False)
         return
     for r in reports:
         console.print(f"[bold]{escape(r['title'])}[/] ({r['event']}, series {r['series']}), "

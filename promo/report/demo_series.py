@@ -105,8 +105,8 @@ def show(folder: Path, event_slug: str, console: Any) -> None:
     """Print the series report and the forecast for the demo's event as of its reminder, and
     draw the picture."""
     from promo.db import session_scope
-    from promo.report.cli import picture
     from promo.report.cli import show as show_reports
+    from promo.report.plot import picture
     from promo.report.series import event_report, series_of, series_report
     from promo.settings import get_settings
 
@@ -123,7 +123,7 @@ def show(folder: Path, event_slug: str, console: Any) -> None:
     path = folder / "series.png"
     path.write_bytes(png)
     console.print()
-    show_reports(data["events"], series)
+    show_reports(data["events"], series, data["trend"])
     show_reports([current], None)
     console.print(f"picture: {path}  (promo report {event_slug} --plot FILE.png; "
                   f"promo report --series {series} --json)", highlight=False)

@@ -14,6 +14,20 @@ matplotlib.use("Agg")  # before pyplot: a worker or CI has no display
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 
+
+def picture(session: Any, row: Any, now: datetime, settings: Any, series: str,
+            dpi: int = 100) -> bytes:
+    """The PNG of an event's report (`row`, an Event) with its series' history."""
+    from zoneinfo import ZoneInfo
+
+    from promo.report.series import event_report, registration_timeline, series_events
+
+    history = [event_report(session, e, now, settings) for e in series_events(session, series)]
+    current = next(e for e in history if e["event"] == row.slug)
+    return render(current, registration_timeline(session, row), history, ZoneInfo(row.timezone),
+                  row.starts_at, dpi)
+
+
 COLORS = {"announce": "#1f77b4", "last_call": "#d62728", "reminder": "#2ca02c"}
 
 

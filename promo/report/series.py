@@ -245,10 +245,38 @@ def event_report(session: Session, row: Event, now: datetime,
 
 def series_report(session: Session, series: str, now: datetime,
                   settings: Settings) -> dict[str, Any]:
-    """`promo report --series S --json`: the series' events, in start order."""
-    return {"series": series,
-            "events": [event_report(session, e, now, settings)
-                       for e in series_events(session, series)]}
+    """`promo report --series S --json`: the series' events, in start order, and the trend."""
+    events = [event_report(session, e, now, settings) for e in series_events(session, series)]
+    return {"series": series, "events": events, "trend": trend(events)}
+
+
+def _slope(values: list[float]) -> float | None:
+    """The least-squares slope of values at 0, 1, 2, ...: the change per event."""
+    n = len(values)
+    if n < 2:
+        return None
+    mx, my = (n - 1) / 2, sum(values) / n
+    return sum((i - mx) * (v - my) for i, v in enumerate(values)) / sum(
+        (i - mx) ** 2 for i in range(n))
+
+
+def trend(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Are we growing? The change per event of the registered and of the show-up rate (a
+    least-squares line through the past events), and the last event against the average of
+    the ones before it."""
+    past = [e for e in events if e["status"] == "past"]
+    rates = [e["show_up_rate"] for e in past if e["show_up_rate"] is not None]
+    registered = [e["registered"] for e in past]
+    slope_rate = _slope(rates)
+    slope_registered = _slope([float(n) for n in registered])
+    return {
+        "past_events": len(past),
+        "events_with_attendance": len(rates),
+        "registered_per_event": None if slope_registered is None else round(slope_registered, 2),
+        "show_up_rate_per_event": None if slope_rate is None else round(slope_rate, 4),
+        "last_show_up_rate_vs_before": (round(rates[-1] - sum(rates[:-1]) / len(rates[:-1]), 4)
+                                        if len(rates) >= 2 else None),
+    }
 
 
 def registration_timeline(session: Session, row: Event) -> list[tuple[datetime, str | None,
