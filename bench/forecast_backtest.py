@@ -38,6 +38,8 @@ from promo.report.forecast import (
     naive,
 )
 
+EARLY_DAYS = 3.0  # the second mode: forecast this long before the start
+
 
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
@@ -90,6 +92,7 @@ def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
     naive_err, naive_pts, naive_in = [], [], []
     prior_err, prior_in = [], []
     oracle_err, oracle_blind_err = [], []
+    early_err, early_in, early_naive_err = [], [], []
     sizes: list[tuple[int, int]] = []
     for _ in range(n_series):
         truths: list[tuple[float, float]] = []
@@ -108,6 +111,18 @@ def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
             model_err.append(abs(f.expected_exact - truth))
             model_pts.append(100 * abs(f.expected_exact - truth) / n)
             model_in.append(f.low <= truth <= f.high)
+            # three days before: only those registered by then are known
+            so_far = [r for r in registrants if r.lead_days >= EARLY_DAYS]
+            if so_far:
+                ahead = forecast(series[:t], so_far, days_left=EARLY_DAYS).to_come
+                if ahead is not None:
+                    early_err.append(abs(ahead["expected"] - truth))
+                    early_in.append(ahead["low"] <= truth <= ahead["high"])
+                    growth = [e.registered / max(1, sum(1 for _, lead, _ in e.registrants
+                                                        if lead >= EARLY_DAYS))
+                              for e in series[:t]]
+                    early_naive_err.append(abs(
+                        naive(series[:t], len(so_far)) * sum(growth) / len(growth) - truth))
             oracle_err.append(abs(truths[t][0] - truth))
             oracle_blind_err.append(abs(truths[t][1] - truth))
             guess = naive(series[:t], n)
@@ -127,6 +142,8 @@ def backtest(n_series: int, events: int, seed: int) -> dict[str, float]:
         "naive_mae_people": mean(naive_err), "naive_mae_points": mean(naive_pts),
         "naive_coverage": mean(naive_in), "oracle_mae_people": mean(oracle_err),
         "oracle_no_luck_mae_people": mean(oracle_blind_err),
+        "early_forecasts": len(early_err), "early_mae_people": mean(early_err),
+        "early_coverage": mean(early_in), "early_naive_mae_people": mean(early_naive_err),
         "no_history_forecasts": len(prior_err), "no_history_mae_people": mean(prior_err),
         "no_history_coverage": mean(prior_in),
         "first_events": sizes[:4],
@@ -155,6 +172,10 @@ def main() -> None:
           f"{'':>30}  (knows everyone's own chance, not the event's luck)")
     print(f"{'oracle, and the luck':<28}{r['oracle_mae_people']:>12.2f}"
           f"{'':>30}  (knows the event's luck too: only coin flips are left)")
+    print(f"{EARLY_DAYS:.0f} days before the start, with the registrations still to come "
+          f"projected ({r['early_forecasts']} forecasts): MAE {r['early_mae_people']:.2f} "
+          f"people, range holds {r['early_coverage']:.0%}; naive (so far x the past growth x "
+          f"the past rate) {r['early_naive_mae_people']:.2f}")
     print(f"first events (no history, the 30-45% prior): {r['no_history_forecasts']} forecasts, "
           f"MAE {r['no_history_mae_people']:.2f} people, range holds "
           f"{r['no_history_coverage']:.0%}")

@@ -65,6 +65,26 @@ def test_late_registrants_get_the_series_own_late_rate() -> None:
     assert late > 50 and early < 30
 
 
+def test_registrations_still_to_come_are_added_at_the_series_own_late_rate() -> None:
+    # every past event: 50 registered early (10 came), as many again in the last days (25 came)
+    history = []
+    for k in range(3):
+        base = 1000 * k
+        early = [(base + i, 10.0, i < 10) for i in range(50)]
+        late = [(base + 100 + i, 1.0, i < 25) for i in range(50)]
+        history.append(PastEvent(tuple(early + late)))
+    f = forecast(history, newcomers(40, lead=10.0), days_left=3.0)
+    more = f.to_come
+    assert more["registrations_to_come"] == 40  # as many again as registered by now
+    late_rate = (75 + 30 * 0.35) / (150 + 30)  # their rate, shrunk towards the series' 35%
+    assert more["their_show_up_rate"] == round(late_rate, 3)
+    assert more["expected"] == round(f.expected_exact + 40 * late_rate)
+    assert more["low"] <= more["expected"] <= more["high"]
+    assert more["high"] - more["low"] > f.high - f.low  # more unknowns, a wider range
+    # nobody registers after the start: nothing to add
+    assert forecast(history, newcomers(40), days_left=0.0).to_come["registrations_to_come"] == 0
+
+
 def test_the_range_holds_what_is_registered() -> None:
     history = [event(0, 10, 9), event(10, 10, 9)]
     f = forecast(history, newcomers(5))
@@ -86,3 +106,5 @@ def test_the_backtest_beats_naive_and_its_range_holds_about_80_percent() -> None
     assert r["model_mae_people"] < r["naive_mae_people"]
     assert r["model_mae_points"] < r["naive_mae_points"]
     assert 0.65 <= r["model_coverage"] <= 0.95
+    assert r["early_mae_people"] < r["early_naive_mae_people"]
+    assert 0.65 <= r["early_coverage"] <= 0.95

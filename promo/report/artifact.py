@@ -26,8 +26,14 @@ def forecast_line(f: dict[str, Any] | None) -> str:
         return "The event has started: no forecast."
     if f["registered"] == 0:
         return "**Forecast:** nobody has registered yet."
-    return (f"**Forecast:** {f['expected']} of the {f['registered']} registered so far will come "
+    line = (f"**Forecast:** {f['expected']} of the {f['registered']} registered so far will come "
             f"(80% range {f['low']}-{f['high']}); {f['note']}.")
+    more = f.get("with_registrations_to_come")
+    if more and more["registrations_to_come"]:
+        line += (f" With the about {more['registrations_to_come']} registrations still to come "
+                 f"(as many as the series usually gets from now on): {more['expected']} "
+                 f"(80% range {more['low']}-{more['high']}).")
+    return line
 
 
 def report_markdown(slug: str, now: datetime, picture: bool = True) -> str:

@@ -135,6 +135,11 @@ def show(reports: list[dict[str, Any]], series: str | None,
             console.print(f"  forecast: [bold]{f['expected']}[/] of {f['registered']} registered "
                           f"so far will come (80% range {f['low']}-{f['high']}); {f['note']}",
                           highlight=False)
+            more = f.get("with_registrations_to_come")
+            if more and more["registrations_to_come"]:
+                console.print(f"  with the about {more['registrations_to_come']} registrations "
+                              f"still to come: [bold]{more['expected']}[/] "
+                              f"(80% range {more['low']}-{more['high']})", highlight=False)
 
 
 def _n(value: int | None) -> str:

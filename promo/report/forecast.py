@@ -17,6 +17,12 @@ Each registrant gets a probability of coming:
   when there are few events.
 
 With no history the prior is the 30-45% of free events (PRODUCT.md) and the range is wide.
+
+Registrations still to come (`to_come`): made days before the start, the forecast above
+counts only those registered so far. The series says how many more usually register after
+that point (per registrant already in, at the same number of days before the start) and
+how often those late registrants come; `to_come` adds them, with their count's own spread
+from event to event in the range.
 Plain functions of plain data: the report feeds them from the store, the backtest
 (`bench/forecast_backtest.py`) from generated series.
 """
@@ -72,8 +78,11 @@ class Forecast:
     series_rate: float | None
     note: str
 
+    to_come: dict | None = None  # registrations still to come, added (see the module's doc)
+
     def as_dict(self) -> dict:
         return {"expected": self.expected, "low": self.low, "high": self.high,
+                "with_registrations_to_come": self.to_come,
                 "registered": self.registered, "basis": self.basis,
                 "events_used": self.events_used, "returning_registrants": self.returning,
                 "new_registrants": self.newcomers,
@@ -159,8 +168,42 @@ def _one_step_ahead(history: Sequence[PastEvent]) -> tuple[_State, float, float]
     return state, strength, max(tau2, 0.0)
 
 
-def forecast(history: Sequence[PastEvent], registrants: Sequence[Registrant]) -> Forecast:
-    """How many of `registrants` will come, from the series' past events (oldest first)."""
+def to_come(history: Sequence[PastEvent], registered: int, days_left: float,
+            expected: float, variance: float) -> dict | None:
+    """The forecast with the registrations still to come `days_left` days before the start
+    (None when no past event says how many come that late)."""
+    ratios: list[float] = []
+    late_n = late_c = total_n = total_c = 0
+    for e in history:
+        early = sum(1 for _, lead, _ in e.registrants if lead >= days_left)
+        late = [c for _, lead, c in e.registrants if lead < days_left]
+        total_n += e.registered
+        total_c += e.came
+        late_n += len(late)
+        late_c += sum(late)
+        if early:
+            ratios.append(len(late) / early)
+    if not ratios or not total_n:
+        return None
+    ratio = sum(ratios) / len(ratios)
+    spread = (sum((r - ratio) ** 2 for r in ratios) / (len(ratios) - 1)
+              if len(ratios) > 1 else ratio ** 2)
+    m = total_c / total_n
+    rate = (late_c + LATE_SHRINK * m) / (late_n + LATE_SHRINK)
+    more = ratio * registered
+    total = expected + more * rate
+    # the late registrants' own chance, and how their number varies from event to event
+    var = variance + more * rate * (1 - rate) + (registered * rate) ** 2 * spread
+    sd = Z80 * math.sqrt(var)
+    return {"expected": round(total), "low": max(0, math.floor(total - sd)),
+            "high": math.ceil(total + sd), "registrations_to_come": round(more),
+            "their_show_up_rate": round(rate, 3)}
+
+
+def forecast(history: Sequence[PastEvent], registrants: Sequence[Registrant],
+             days_left: float | None = None) -> Forecast:
+    """How many of `registrants` will come, from the series' past events (oldest first);
+    with `days_left` (days until the start), also with the registrations still to come."""
     n = len(registrants)
     known = [e for e in history if e.registered]
     if not known:
@@ -187,11 +230,12 @@ def forecast(history: Sequence[PastEvent], registrants: Sequence[Registrant]) ->
     low = max(0, math.floor(expected - spread))
     high = min(n, math.ceil(expected + spread))
     rate = state.rate()
+    more = to_come(known, n, days_left, expected, variance) if days_left is not None else None
     return Forecast(
         round(expected), low, high, n, expected, "history", len(known), returning,
         n - returning, rate,
         f"from {len(known)} past event{'s' if len(known) != 1 else ''} of the series "
-        f"({rate:.0%} came); {returning} of the {n} registrants have a record in it")
+        f"({rate:.0%} came); {returning} of the {n} registrants have a record in it", more)
 
 
 def naive(history: Sequence[PastEvent], registered: int) -> float:

@@ -92,7 +92,8 @@ def event_forecast(session: Session, row: Event, now: datetime) -> dict[str, Any
                                   Registration.walk_in.is_(False),
                                   Registration.registered_at <= now)).all()
     f = forecast(history(session, row), [
-        Registrant(cid, (row.starts_at - at).total_seconds() / DAY) for cid, at in regs])
+        Registrant(cid, (row.starts_at - at).total_seconds() / DAY) for cid, at in regs],
+        days_left=(row.starts_at - now).total_seconds() / DAY)
     return {**f.as_dict(), "as_of": now.isoformat(),
             "counts": "those registered so far; registrations still to come add to it"}
 
