@@ -30,7 +30,7 @@ def forecast_line(f: dict[str, Any] | None) -> str:
             f"(80% range {f['low']}-{f['high']}); {f['note']}.")
     more = f.get("with_registrations_to_come")
     if more and more["registrations_to_come"]:
-        line += (f" With the about {more['registrations_to_come']} registrations still to come "
+        line += (f" With about {more['registrations_to_come']} more registrations to come "
                  f"(as many as the series usually gets from now on): {more['expected']} "
                  f"(80% range {more['low']}-{more['high']}).")
     return line

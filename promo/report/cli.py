@@ -137,8 +137,8 @@ def show(reports: list[dict[str, Any]], series: str | None,
                           highlight=False)
             more = f.get("with_registrations_to_come")
             if more and more["registrations_to_come"]:
-                console.print(f"  with the about {more['registrations_to_come']} registrations "
-                              f"still to come: [bold]{more['expected']}[/] "
+                console.print(f"  with about {more['registrations_to_come']} more registrations "
+                              f"to come: [bold]{more['expected']}[/] "
                               f"(80% range {more['low']}-{more['high']})", highlight=False)
 
 
