@@ -32,6 +32,15 @@ SkipOption = Annotated[bool, typer.Option(
 DryRunOption = Annotated[bool, typer.Option(
     "--dry-run", help="check and count what would change; change nothing")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
+NowOption = Annotated[str | None, typer.Option(
+    help="the clock, ISO 8601 with offset: stamps undated consents, registrations and "
+         "forgettings (testing, replays)")]
+
+
+def _clock(now: str | None):
+    from promo.cli import parse_time
+
+    return parse_time(now)
 
 
 def _consoles():
@@ -90,6 +99,7 @@ def _run(path: Path, slug: str | None, **kwargs) -> None:
     from promo.db import session_scope
 
     as_json = kwargs.pop("as_json")
+    kwargs["now"] = _clock(kwargs.pop("now"))
     try:
         with session_scope() as s:
             event = find_event(s, slug) if slug is not None else None
@@ -118,13 +128,15 @@ def contacts_import(
     dry_run: DryRunOption = False,
     encoding: EncodingOption = None,
     as_json: JsonOption = False,
+    now: NowOption = None,
 ) -> None:
     """Import contacts from a CSV file; every problem is reported with its line and column.
 
     A file with problems changes nothing (unless --skip-invalid).
     """
     _run(file, None, format=format, encoding=encoding, topics=topic or (),
-         consent=consent or (), skip_invalid=skip_invalid, dry_run=dry_run, as_json=as_json)
+         consent=consent or (), skip_invalid=skip_invalid, dry_run=dry_run, as_json=as_json,
+         now=now)
 
 
 @registrations_app.command("import")
@@ -138,6 +150,7 @@ def registrations_import(
     dry_run: DryRunOption = False,
     encoding: EncodingOption = None,
     as_json: JsonOption = False,
+    now: NowOption = None,
 ) -> None:
     """Import an event's registrations (and attendance, when the export has it).
 
@@ -145,7 +158,7 @@ def registrations_import(
     Registering implies no consent: give --consent if the registration form asked for it.
     """
     _run(file, event, format=format, encoding=encoding, consent=consent or (),
-         skip_invalid=skip_invalid, dry_run=dry_run, as_json=as_json)
+         skip_invalid=skip_invalid, dry_run=dry_run, as_json=as_json, now=now)
 
 
 @contacts_app.command("show")
@@ -206,6 +219,7 @@ def contacts_forget(
     who: Annotated[list[str], typer.Argument(metavar="ID|EMAIL|PHONE...",
                                              help="contact ids, emails or phones")],
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+    now: NowOption = None,
 ) -> None:
     """Erase people, keeping only an anonymous tombstone of each address.
 
@@ -216,11 +230,12 @@ def contacts_forget(
     from promo.db import session_scope
 
     console, _ = _consoles()
+    clock = _clock(now)
     if not yes and not typer.confirm(f"Erase {len(who)} contact(s) and all they are "
                                      f"associated with?"):
         raise typer.Exit(1)
     with session_scope() as s:
-        done = [(w, forget(s, w)) for w in who]  # all or none
+        done = [(w, forget(s, w, clock)) for w in who]  # all or none
     for w, result in done:
         kinds = ", ".join(result["tombstones"])
         if result["contact_id"] is None:

@@ -642,6 +642,12 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
                     todo.append((spec.slug, w))  # a re-run sends only what was not sent
                 elif w.name == "reminder" and w.send_at < clock + timedelta(days=1):
                     later.append((spec, w))
+                elif due and w.name not in ran and deployed \
+                        and (waiting := _run_on_its_way(s, row.id, w.name, clock)):
+                    # the worker is about to run it (or is running it): a catch-up here
+                    # would be a second run of the same wave
+                    report.append({"event": spec.slug, "wave": w.name,
+                                   "action": f"left to its own run ({waiting})"})
                 elif due and w.name not in ran:
                     logger.info("%s: catching up the %s wave", spec.slug, w.name)
                     todo.append((spec.slug, w))
@@ -687,6 +693,37 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
     if failed:  # the other events still ran; the day's run says which did not
         return Failed(message="failed: " + ", ".join(failed))
     return results
+
+
+# a scheduled wave run later than this is taken for a worker that was down: the daily run
+# catches the wave up instead of waiting for it
+LATE_RUN_GRACE = timedelta(minutes=30)
+
+
+def _run_on_its_way(session: Session, event_id: int, wave: str, clock: datetime) -> str | None:
+    """The state of the wave's scheduled run when a worker is running it or will soon."""
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    run_id = session.scalar(select(WaveRun.flow_run_id).where(
+        WaveRun.event_id == event_id, WaveRun.wave == wave))
+    if not run_id:
+        return None
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(run_id)
+        except ObjectNotFound:
+            return None
+    if run.state is None:
+        return None
+    if run.state.type in (StateType.RUNNING, StateType.CANCELLING):
+        return run.state.name
+    expected = run.expected_start_time or clock
+    if run.state.type in (StateType.SCHEDULED, StateType.PENDING) \
+            and expected > clock - LATE_RUN_GRACE:
+        return run.state.name
+    return None
 
 
 def _report_hook(publish: Any, slug: str, clock: datetime) -> str:

@@ -20,8 +20,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 for _name in list(os.environ):
-    if _name.startswith("PROMO_"):
-        del os.environ[_name]  # a developer's own settings must not leak into the tests
+    # a developer's own settings must not leak into the tests, nor a Prefect server or
+    # profile of someone else's on the machine take the tests' runs
+    if _name.startswith("PROMO_") or _name in (
+            "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
+        del os.environ[_name]
 
 from promo.db import dispose_engines
 from promo.settings import reset_settings

@@ -96,13 +96,10 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     from promo.db import dispose_engines
     from promo.settings import reset_settings
 
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
     (tmp_path / "promo.toml").write_text("", encoding="utf-8")  # no developer's settings
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROMO_"))}
     env.update({
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_LOGGING_LEVEL": "INFO",
@@ -117,12 +114,10 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     dispose_engines()
     reset_settings()
     logs = {name: tmp_path / f"{name}.log" for name in ("server", "deploy", "worker")}
-    st = Stack(api_url, env, tmp_path, logs)
+    st = Stack("", env, tmp_path, logs)
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(_start([PREFECT, "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env, logs["server"], tmp_path))
-        _wait(lambda: _healthy(api_url), 120, "the Prefect server to start", st)
+        procs.append(_start_own_server(st))
         for cmd in (["work-pool", "create", POOL, "--type", "process"], ["deploy", "--all"]):
             out = subprocess.run([PREFECT, *cmd], env=env, cwd=REPO, capture_output=True,
                                  text=True, timeout=180, check=False)
@@ -136,6 +131,28 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
             _stop(proc)
         dispose_engines()
         reset_settings()
+
+
+def _start_own_server(st: Stack) -> subprocess.Popen:
+    """`prefect server start` on a free port, and only ever talk to that one.
+
+    The port is free when chosen but may be taken before the server binds it (another test
+    run, another Prefect server on the machine): then this server exits, and the health check
+    would be answered by the other one, whose runs and workers are not ours. So a health
+    answer counts only while our process lives, and a server that exited is started again
+    on another port.
+    """
+    for _ in range(3):
+        port = _free_port()
+        st.api_url = f"http://127.0.0.1:{port}/api"
+        st.env["PREFECT_API_URL"] = st.api_url
+        proc = _start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                      st.env, st.logs["server"], st.folder)
+        up = _wait(lambda p=proc: p.poll() is not None or _healthy(st.api_url), 120,
+                   "the Prefect server to start", st)
+        if up and proc.poll() is None:
+            return proc
+    raise AssertionError(f"the Prefect server did not start on a free port\n{st.tail()}")
 
 
 def _healthy(api_url: str) -> bool:
