@@ -3,8 +3,9 @@
 In this order:
 1. its UTM tags (what the registration platform passed on of the link the person came by):
    `utm_source` names our channel, `utm_content` our wave, `utm_campaign` this event (or
-   is absent). Tags of someone else's link (another event, an ad, a partner) make the
-   registration unattributed: it did not come from our messages;
+   is absent). Tags that name the channel and not the wave take the wave of the last
+   message the person got on that channel. Tags of someone else's link (another event, an
+   ad, a partner) make the registration unattributed: it did not come from our messages;
 2. its short link (`/go/<event>/<channel>/<wave>`), where the platform passes the referrer;
 3. the last message this person got for this event before registering;
 4. none: unattributed (wave and channel None).
@@ -75,6 +76,10 @@ def attribute(slug: str, *, registered_at: datetime, utm_source: str | None = No
     """The wave and channel that brought one registration (see the module's docstring)."""
     tags = from_tags(slug, utm_source, utm_campaign, utm_content)
     if tags is not None and tags.how == "utm":
+        if tags.wave is None:
+            last = from_messages(registered_at, [m for m in messages if m[2] == tags.channel])
+            if last is not None:
+                return Attribution(last.wave, tags.channel, "utm")
         return tags
     link = from_short_link(slug, short_link)
     if link is not None and link.how == "short_link":
