@@ -23,7 +23,7 @@ from audiences.contacts import (
     normalize_telegram_chat_id,
     normalize_vk_id,
 )
-from audiences.import_layouts import Layout
+from audiences.import_layouts import ATTRIBUTION, Layout
 from audiences.import_report import ROW, Problem
 
 # the words of yes/no, cancelled and attended columns, and how a header cell is compared
@@ -64,6 +64,7 @@ class Row:
     registered_at: datetime | None = None
     attended: bool | None = None
     cancelled: bool = False
+    came_by: tuple[str | None, ...] | None = None  # the ATTRIBUTION values, when any is given
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -235,6 +236,14 @@ class RowReader:
                 bad("attended", f"{attended!r} is not an attendance mark (yes/no, да/нет)")
             else:
                 row.attended = mark
+        if self.registrations:
+            came_by = tuple(self._cell(cells, f) for f in ATTRIBUTION)
+            for f, value in zip(ATTRIBUTION, came_by, strict=True):
+                limit = 300 if f == "short_link" else 200
+                if value is not None and len(value) > limit:
+                    bad(f, f"{len(value)} characters; at most {limit}")
+            if any(came_by):
+                row.came_by = came_by
         status = self._cell(cells, "status")
         if status is not None:
             s = " ".join(status.lower().replace("ё", "е").split())

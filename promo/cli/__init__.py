@@ -1,6 +1,6 @@
 """The `promo` command line: what an organizer does by hand. One module per command group
-(`promo.cli.campaign`, `events`, `audiences`, `webhooks`, `preview`), all printing through
-`promo.cli.output`; this module only assembles them."""
+(`promo.cli.campaign`, `events`, `audiences`, `attendance`, `report`, `webhooks`, `preview`),
+all printing through `promo.cli.output`; this module only assembles them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from promo.cli import audiences, campaign, events, preview, webhooks
+from promo.cli import attendance, audiences, campaign, events, preview, report, webhooks
 from promo.cli.output import err
 from promo.errors import ConfigurationError, UserError
 
@@ -30,6 +30,8 @@ app.add_typer(audiences.registrations_app, name="registrations")
 app.add_typer(webhooks.webhooks_app, name="webhooks")
 app.add_typer(webhooks.telegram_app, name="telegram")
 app.command("preview")(preview.preview)
+app.add_typer(attendance.attendance_app, name="attendance")
+app.command("report")(report.report)
 
 
 DEBUG_HELP = "run with --debug (or PROMO_DEBUG=1) for the traceback"

@@ -94,6 +94,9 @@ class EventSpec(BaseModel):
     url: AnyHttpUrl | None = None
     registration_url: AnyHttpUrl
     topic: str = Field(min_length=1, max_length=64)
+    # the series whose audience the event builds (reports, the show-up forecast); default:
+    # the topic
+    series: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,119}$")
     language: Literal["ru", "en"] = "ru"
     description: str | None = None
     # a folder of templates that override the defaults (relative to the event file)
@@ -116,6 +119,11 @@ class EventSpec(BaseModel):
     def _topic(cls, value: str) -> str:
         # topics match contacts' topics, which imports store lower-cased
         return value.strip().lower()
+
+    @field_validator("series", mode="before")
+    @classmethod
+    def _series(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("timezone")
     @classmethod
@@ -152,6 +160,11 @@ class EventSpec(BaseModel):
         if self.ends_at is not None and self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
         return self
+
+    @property
+    def series_name(self) -> str:
+        """The series the event belongs to: `series`, else its topic."""
+        return self.series or self.topic
 
     @property
     def zone(self) -> ZoneInfo:
