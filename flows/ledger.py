@@ -148,11 +148,9 @@ def due_page(session: Session, event_id: int, wave: str, channel: str, now: date
 
 def due_counts(session: Session, event_id: int, wave: str, now: datetime) -> dict[str, int]:
     """channel -> how many of the wave's messages are due now."""
-    q = select(Message.channel, func.count()).where(
-        Message.event_id == event_id, Message.wave == wave,
-        Message.status.in_(WAITING), Message.send_at <= now,
-    ).group_by(Message.channel)
-    return {c: n for c, n in session.execute(q)}
+    return dict(session.execute(select(Message.channel, func.count()).where(
+        Message.event_id == event_id, Message.wave == wave, Message.status.in_(WAITING),
+        Message.send_at <= now).group_by(Message.channel)).all())
 
 
 @dataclass
@@ -169,10 +167,9 @@ class Interrupted:
 
 def in_flight(session: Session, event_id: int, wave: str) -> dict[str | None, int]:
     """worker id -> how many of the wave's messages it holds in `sending`."""
-    q = select(Message.claimed_by, func.count()).where(
+    return dict(session.execute(select(Message.claimed_by, func.count()).where(
         Message.event_id == event_id, Message.wave == wave,
-        Message.status == Status.sending).group_by(Message.claimed_by)
-    return {w: n for w, n in session.execute(q)}
+        Message.status == Status.sending).group_by(Message.claimed_by)).all())
 
 
 def take_over(session: Session, event_id: int, wave: str, dead: set[str], me: str,
@@ -285,11 +282,11 @@ def record_outcomes(session: Session, outcomes: list[Outcome], stamp: datetime) 
 
 def uncertain_groups(session: Session, event_id: int) -> list[tuple[str, str, str | None, int]]:
     """(wave, channel, reason, count) of the event's `uncertain` messages."""
-    q = (select(Message.wave, Message.channel, Message.reason, func.count())
-         .where(Message.event_id == event_id, Message.status == Status.uncertain)
-         .group_by(Message.wave, Message.channel, Message.reason)
-         .order_by(Message.wave, Message.channel))
-    return [tuple(r) for r in session.execute(q)]  # type: ignore[misc]
+    return [tuple(r) for r in session.execute(  # type: ignore[misc]
+        select(Message.wave, Message.channel, Message.reason, func.count())
+        .where(Message.event_id == event_id, Message.status == Status.uncertain)
+        .group_by(Message.wave, Message.channel, Message.reason)
+        .order_by(Message.wave, Message.channel))]
 
 
 def settle_uncertain(session: Session, event_id: int, wave: str, channel: str, sent: bool,
