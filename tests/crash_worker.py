@@ -4,7 +4,7 @@ Prefect API in PREFECT_API_URL.
 
     python -m tests.crash_worker SLUG WAVE NOW
 
-PROMO_TEST_KILL makes the process SIGKILL itself at a chosen point (the parent can also
+CRASH_WORKER_KILL makes the process SIGKILL itself at a chosen point (the parent can also
 kill it from outside at any moment):
 - `deciding`: inside the transaction that records the wave's decisions;
 - `between:N`: right after the N-th group's results were recorded, before the next claim.
@@ -53,7 +53,7 @@ def arm(point: str) -> None:
 
 def main() -> None:
     slug, wave, now = sys.argv[1:4]
-    point = os.environ.get("PROMO_TEST_KILL")
+    point = os.environ.get("CRASH_WORKER_KILL")
     if point:
         arm(point)
     from flows.campaign import wave_flow

@@ -101,9 +101,9 @@ def worker(kill: str | None = None) -> subprocess.Popen:
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    env.pop("PROMO_TEST_KILL", None)
+    env.pop("CRASH_WORKER_KILL", None)
     if kill:
-        env["PROMO_TEST_KILL"] = kill
+        env["CRASH_WORKER_KILL"] = kill
     return subprocess.Popen(
         [sys.executable, "-m", "tests.crash_worker", "python-meetup-74", "announce",
          ANNOUNCE.isoformat()], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -178,8 +178,8 @@ def test_a_wave_killed_at_any_point_resumes_at_once(prefect_api: None, fakes: di
     kills: list[dict[int, str | None]] = []
     # 1. while deciding: the decisions' transaction dies with the process, nothing is half-done
     p = worker("deciding")
-    p.wait(timeout=180)
-    assert p.returncode == -signal.SIGKILL
+    out, _ = p.communicate(timeout=180)
+    assert p.returncode == -signal.SIGKILL, out
     with session_scope() as s:
         assert s.scalar(select(Message.id).where(Message.event_id == event_id)) is None
     # 2. while sending: killed from outside, at a third of the wave
