@@ -23,7 +23,7 @@ from flows.lease import current_lease
 from flows.ledger import due_counts, in_flight
 from flows.resume import resolve, take_over
 from flows.send import send_batch
-from flows.wave import due_batches
+from flows.wave import due_streams
 from promo.db import session_scope
 from promo.settings import Settings
 
@@ -84,7 +84,6 @@ def send_due(event_slug: str, event_id: int, wave: str, clock: str, settings: Se
     now = _parse(clock)
     me = current_lease(settings.database_url, settings.send_lease_seconds).id
     out = SendProgress()
-    limit = settings.send_batches_in_flight
     waited_since: float | None = None
     for _ in range(MAX_PASSES):
         resumed = resume_task(event_id, wave, clock)
@@ -92,27 +91,7 @@ def send_due(event_slug: str, event_id: int, wave: str, clock: str, settings: Se
         out.taken_over += sum(resumed.values())
         with session_scope(settings.database_url) as s:
             total = sum(due_counts(s, event_id, wave, now).values()) + out.done
-        pending: dict[PrefectFuture, int] = {}
-
-        def collect_one(pending: dict[PrefectFuture, int] = pending, total: int = total) -> None:
-            f = next(iter(as_completed(list(pending))))
-            result = f.result()
-            if result.misconfigured:
-                out.misconfigured.append(result.misconfigured)
-            out.sent.update(result.counts)
-            out.done += pending.pop(f)
-            if progress_id is not None and total:
-                update_progress_artifact(
-                    progress_id, progress=min(100.0, 100.0 * out.done / total),
-                    description=f"{event_slug}, {wave}: {out.done} of {total} done")
-
-        for channel, ids in due_batches(event_slug, wave, now, settings, event_id):
-            while len(pending) >= limit:
-                collect_one()
-            with tags(f"channel:{channel}"):
-                pending[send_task.submit(ids, clock, channel, len(ids))] = len(ids)
-        while pending:
-            collect_one()
+        _one_pass(event_slug, event_id, wave, clock, settings, progress_id, total, out)
         if out.misconfigured:
             break  # what stays planned waits for the settings to be fixed
         with session_scope(settings.database_url) as s:
@@ -131,3 +110,50 @@ def send_due(event_slug: str, event_id: int, wave: str, clock: str, settings: Se
             break
         time.sleep(min(1.0, settings.send_lease_seconds / 4))
     return out
+
+
+def _one_pass(event_slug: str, event_id: int, wave: str, clock: str, settings: Settings,
+              progress_id: object | None, total: int, out: SendProgress) -> None:
+    """One stream of the due messages through `send_batches_in_flight` batch tasks."""
+    now = _parse(clock)
+    limit = settings.send_batches_in_flight
+    pending: dict[PrefectFuture, tuple[str, int]] = {}
+    streams = due_streams(event_id, wave, now, settings)
+
+    def submit(channel: str) -> bool:
+        ids = next(streams[channel], None)
+        if ids is None:
+            del streams[channel]
+            return False
+        with tags(f"channel:{channel}"):
+            pending[send_task.submit(ids, clock, channel, len(ids))] = (channel, len(ids))
+        return True
+
+    def collect_one() -> str:
+        f = next(iter(as_completed(list(pending))))
+        result = f.result()
+        if result.misconfigured:
+            out.misconfigured.append(result.misconfigured)
+        out.sent.update(result.counts)
+        channel, size = pending.pop(f)
+        out.done += size
+        if progress_id is not None and total:
+            update_progress_artifact(
+                progress_id, progress=min(100.0, 100.0 * out.done / total),
+                description=f"{event_slug}, {wave}: {out.done} of {total} done")
+        return channel
+
+    # the channels take turns for the slots; then a slot that frees goes to the same
+    # channel while it has batches left (a provider that is slow to answer, or has a
+    # high limit, keeps the tasks it needs), else to the next channel in turn
+    while streams and len(pending) < limit:
+        for channel in list(streams):
+            if len(pending) < limit:
+                submit(channel)
+    while pending:
+        freed = collect_one()
+        if freed in streams and submit(freed):
+            continue
+        for channel in list(streams):
+            if submit(channel):
+                break

@@ -138,23 +138,37 @@ def decide(session, event_row, rules: WaveRules,
     return decisions, len(recipients) + len(exclude)
 
 
+def due_streams(event_id: int, wave: str, now: datetime,
+                settings: Settings) -> dict[str, Iterator[list[int]]]:
+    """Per channel, its due messages as batches of `send_batch_size` ids (one Prefect task
+    each), read page by page as they are asked for, never the whole wave at once."""
+    with session_scope(settings.database_url) as s:
+        channels = sorted(due_counts(s, event_id, wave, now))
+
+    def pages(channel: str) -> Iterator[list[int]]:
+        after = 0
+        while True:
+            with session_scope(settings.database_url) as s:
+                ids = due_page(s, event_id, wave, channel, now, after, settings.send_batch_size)
+            if not ids:
+                return
+            after = ids[-1]
+            yield ids
+
+    return {c: pages(c) for c in channels}
+
+
 def due_batches(event_slug: str, wave: str, now: datetime, settings: Settings,
                 event_id: int | None = None) -> Iterator[tuple[str, list[int]]]:
-    """The due messages as (channel, ids) batches of one channel each (one Prefect task),
-    `send_batch_size` at a time, taking turns between the channels so that every provider
-    is busy: read page by page as they are asked for, never the whole wave at once."""
-    with session_scope(settings.database_url) as s:
-        if event_id is None:
+    """The due messages as (channel, ids) batches, the channels taking turns."""
+    if event_id is None:
+        with session_scope(settings.database_url) as s:
             event_id = find_event(s, event_slug).id
-        channels = sorted(due_counts(s, event_id, wave, now))
-    after = dict.fromkeys(channels, 0)
-    while after:
-        for channel in list(after):
-            with session_scope(settings.database_url) as s:
-                ids = due_page(s, event_id, wave, channel, now, after[channel],
-                               settings.send_batch_size)
-            if not ids:
-                del after[channel]
-                continue
-            after[channel] = ids[-1]
-            yield channel, ids
+    streams = due_streams(event_id, wave, now, settings)
+    while streams:
+        for channel, stream in list(streams.items()):
+            ids = next(stream, None)
+            if ids is None:
+                del streams[channel]
+            else:
+                yield channel, ids

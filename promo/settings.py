@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     # how many batch tasks of a wave one process keeps in flight (the database pool is sized
     # to it), and how long a sending process's claim on its rows outlives its last sign of
     # life: a process that stops renewing it for this long is dead, its rows are taken over
-    send_batches_in_flight: int = Field(8, ge=1, le=64)
+    send_batches_in_flight: int = Field(16, ge=1, le=64)
     send_lease_seconds: float = Field(10.0, ge=1, le=600)
 
     # content checks and the plan's cost estimate (channels/render.py, channels/samples.py)
