@@ -30,11 +30,12 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import as_completed
-from prefect.states import Failed
+from prefect.states import Completed, Failed
 
 from channels.base import ConfigurationError
 from channels.render import override_folder
 from channels.samples import sample_check
+from flows.account import reasons, wave_account
 from flows.artifacts import (
     dashed,
     publish_nothing_sent,
@@ -42,8 +43,9 @@ from flows.artifacts import (
     publish_plan,
     publish_schedule,
     publish_summary,
+    wave_finished,
 )
-from flows.ledger import decided_waves, next_due, reasons, wave_outcomes
+from flows.ledger import decided_waves, next_due, wave_outcomes
 from flows.plan import plan_campaign
 from flows.schedule import (
     WAVE_DEPLOYMENT,
@@ -59,6 +61,7 @@ from flows.wave import PreparedWave, due_batches, prepare_wave
 from promo.db import session_scope
 from promo.domain.event import load_event
 from promo.domain.names import WaveStatus
+from promo.domain.times import shown
 from promo.settings import get_settings
 
 # a wave run that starts at most this much before the wave's time waits for it
@@ -199,24 +202,30 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
         outcomes = wave_outcomes(s, prepared.event_id, wave)
         later = next_due(s, prepared.event_id, wave)
         explained = reasons(s, prepared.event_id, wave)
-    starts_at = prepared.starts_at
+        account = wave_account(s, prepared.event_id, wave)
+    starts_at, zone = prepared.starts_at, prepared.timezone
     publish_outcomes(event_slug, wave, outcomes)
     follow_up = None
     deployment = follow_up_deployment or _own_wave_deployment()
     if later is not None and later < starts_at and deployment:
         follow_up = schedule_held(event_slug, wave, later, deployment)
-    publish_summary(event_slug, wave, outcomes, explained, later, follow_up)
-    logger.info("%s %s: %s", event_slug, wave,
+    publish_summary(event_slug, wave, outcomes, explained, later, follow_up, account, zone)
+    logger.info("%s %s: this run: %s", event_slug, wave,
                 ", ".join(f"{k} {v}" for k, v in sorted(sent.items())) or "nothing due")
     if later is not None:
-        logger.info("%s %s: held messages due from %s%s", event_slug, wave, later.isoformat(),
+        logger.info("%s %s: held messages due from %s%s", event_slug, wave, shown(later, zone),
                     f"; follow-up run {follow_up}" if follow_up else "")
+    with_failures = wave_finished(event_slug, prepared.title, wave, outcomes, account, zone)
     if misconfigured:
         return Failed(message=f"{event_slug} {wave}: {misconfigured[0]} (the messages not "
                               f"sent stay planned: fix the setting and run the wave again)")
-    return {"event": event_slug, "wave": wave, **decided, "sent": dict(sent),
-            "outcomes": outcomes, "next_due": later.isoformat() if later else None,
-            "follow_up_run": follow_up}
+    result = {"event": event_slug, "wave": wave, **decided, "sent": dict(sent),
+              "outcomes": outcomes, "people": account.as_dict(),
+              "next_due": later.isoformat() if later else None, "follow_up_run": follow_up}
+    if with_failures:
+        # green enough that nothing retries or reschedules it, named so that nobody misses it
+        return Completed(name=with_failures, data=result, message=account.line())
+    return result
 
 
 def run_wave(event_slug: str, wave: str, now: str | None, **kwargs: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ and reads back what was decided."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,13 +12,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from audiences.segments import ADDRESS_FIELD
 from channels.base import ChannelError
 from flows.decide import Decision
 from promo.db import is_postgres
 from promo.db.models import Contact, Event, Message, utcnow
-from promo.domain.names import DIRECT, EXPLAINED, SENT_STATUSES, WAITING, Delivery, Status
-from promo.masking import mask_address, scrub
+from promo.domain.names import DIRECT, SENT_STATUSES, WAITING, Delivery, Status
 
 # A message stays in `sending` only while a worker talks to the provider. Older than
 # this, the worker died between sending and recording: nobody knows if it went out.
@@ -313,48 +310,3 @@ def apply_delivery(message: Message, status: str, detail: str | None, now: datet
     if changes:
         message.updated_at = now
     return changes
-
-
-# -- what the views show -----------------------------------------------------------------------
-
-EXAMPLES_PER_REASON = 3
-REASONS_PER_OUTCOME = 5
-
-
-@dataclass
-class Reason:
-    """One of the most common reasons for an outcome on a channel, with masked examples."""
-
-    status: str
-    channel: str
-    reason: str
-    count: int
-    examples: list[str]
-
-
-def reasons(session: Session, event_id: int, wave: str) -> list[Reason]:
-    """The most common reasons per outcome and channel, each with a few masked examples."""
-    q = (select(Message.status, Message.channel, Message.reason, func.count())
-         .where(Message.event_id == event_id, Message.wave == wave,
-                Message.status.in_(EXPLAINED))
-         .group_by(Message.status, Message.channel, Message.reason)
-         .order_by(Message.status, func.count().desc()))
-    out: list[Reason] = []
-    shown: Counter = Counter()
-    for status, channel, reason, n in session.execute(q):
-        if shown[status] >= REASONS_PER_OUTCOME:
-            continue
-        shown[status] += 1
-        examples: list[str] = []
-        field = ADDRESS_FIELD.get(channel)
-        if field is not None:
-            where = [Message.event_id == event_id, Message.wave == wave,
-                     Message.status == status, Message.channel == channel]
-            where.append(Message.reason.is_(None) if reason is None else Message.reason == reason)
-            rows = session.execute(
-                select(getattr(Contact, field)).select_from(Message)
-                .join(Contact, Contact.id == Message.contact_id).where(*where)
-                .order_by(Message.id).limit(EXAMPLES_PER_REASON))
-            examples = [mask_address(channel, a) for (a,) in rows]
-        out.append(Reason(status, channel, scrub(reason) or "-", n, examples))
-    return out

@@ -1,0 +1,140 @@
+"""What an organizer sees is true: a wave with failures is not plain green, says so in a
+WARNING and a Prefect event; counts are per person; reason tables say when they are cut.
+
+Through the real wave flow, the SDKs against the fake providers, and the Prefect API."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import insert
+
+from flows.campaign import wave_flow
+from promo.db import session_scope
+from promo.db.models import ContactTopic, Message
+from tests.test_channels_wave import ANNOUNCE, fakes, seed  # noqa: F401 - the fixture
+
+SLUG = "python-meetup-74"
+
+
+def _api() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value()).rstrip("/")
+
+
+def _events(name: str, run_id: str) -> list[dict]:
+    """The events of that name about that flow run, read back from the API."""
+    body = {"filter": {"event": {"name": [name]},
+                       "resource": {"id": [f"prefect.flow-run.{run_id}"]},
+                       "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 50}
+    deadline = time.monotonic() + 30  # the server stores events a moment after they arrive
+    while True:
+        found = httpx.post(f"{_api()}/events/filter", json=body, timeout=10).json()["events"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def test_a_wave_with_failures_is_not_plain_green_and_says_so(prefect_api: None, fakes: dict,  # noqa: F811
+                                                             store: Path) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    seed(store)
+    state = wave_flow(SLUG, "announce", ANNOUNCE.isoformat(), return_state=True)
+    # done, so that nothing retries or reschedules it, but not plain "Completed"
+    assert state.is_completed() and state.name == "Completed with failures", state
+    result = state.result()
+    people = result["people"]
+    # 14 contacts, one address each: 10 reached, 4 refused by their provider (each person
+    # once, though each has a row per channel of the wave)
+    assert people["people"] == 14
+    assert people["reached"] == 10
+    assert people["reached_by"] == {"email": 2, "sms": 2, "voice": 2, "vk": 2, "telegram": 2}
+    assert people["nothing"] == 4
+    assert sum(w["people"] for w in people["why"]) == 4
+    assert "failed (telegram): Telegram: Forbidden: bot was blocked by the user" in {
+        w["reason"] for w in people["why"]}, people["why"]
+
+    run_id = str(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        def warnings() -> list[str]:
+            logs = client.read_logs(log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            return [x.message for x in logs if x.level == 30]
+
+        deadline = time.monotonic() + 20  # logs reach the API in batches
+        while not warnings() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert any("failed 4" in m and "reached 10 people" in m for m in warnings()), warnings()
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    summary = next(a.data for a in artifacts if a.key == f"{SLUG}-announce-summary")
+    assert "Reached 10 of 14 people" in summary and "4 got nothing" in summary, summary
+    assert "bot was blocked" in summary
+    # a contact without an address on a channel reads as a contact, not as a dash
+    assert "-, -, -" not in summary and "contact " in summary
+
+    (event,) = _events("promo.wave.finished", run_id)
+    assert event["resource"]["promo.outcome"] == "with-failures"
+    assert event["payload"]["failed"] == 4 and event["payload"]["reached"] == 10
+    roles = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in event["related"]}
+    assert roles["event"] == f"promo.event.{SLUG}"
+    assert roles["wave"] == f"promo.wave.{SLUG}.announce"
+
+
+def test_registered_people_count_once_and_cut_reason_tables_say_so(prefect_api: None,
+                                                                   store: Path) -> None:
+    from datetime import timedelta
+
+    from flows.account import REASONS_PER_OUTCOME, reasons, wave_account
+    from flows.store import save_event
+    from promo.db.models import Contact, Registration
+    from promo.domain.event import load_event
+    from tests.helpers import write_event
+    from tests.test_channels_wave import START
+
+    path = write_event(store, START, extra="""\
+campaign:
+  announce: {channels: [telegram, email, sms, voice, vk]}
+  last_call: null
+  reminder: null
+""")
+    with session_scope() as s:
+        event = save_event(s, load_event(path), path)
+        # 70 people without any address: 30 of them get 5 "no address" rows, one per
+        # channel; 40 registered, one row each (under the first channel)
+        s.execute(insert(Contact), [{"id": i, "language": "ru"} for i in range(1, 71)])
+        s.execute(insert(ContactTopic), [{"contact_id": i, "topic": "python"}
+                                         for i in range(1, 71)])
+        s.execute(insert(Registration), [{"contact_id": i, "event_id": event.id,
+                                          "registered_at": START - timedelta(days=20),
+                                          "source": "test"} for i in range(31, 71)])
+        event_id = event.id
+    result = wave_flow(SLUG, "announce", ANNOUNCE.isoformat())
+    people = result["people"]
+    assert people["people"] == 70 and people["reached"] == 0 and people["nothing"] == 70
+    assert {w["reason"]: w["people"] for w in people["why"]} == {
+        "registered": 40, "suppressed (every channel): no address": 30}
+    with session_scope() as s:
+        rows = reasons(s, event_id, "announce")
+        total = s.query(Message).filter(Message.status == "suppressed").count()
+        account = wave_account(s, event_id, "announce")
+    suppressed = [r for r in rows if r.status == "suppressed"]
+    # every row of the outcome is accounted for: the rows shown plus "+k more"
+    assert sum(r.count for r in suppressed) == total == 30 * 5 + 40
+    assert len(suppressed) == REASONS_PER_OUTCOME + 1
+    assert suppressed[-1].reason.startswith("+1 more reason")
+    registered = next(r for r in suppressed if r.reason == "registered")
+    assert registered.channel == "any" and registered.count == 40
+    assert all(e.startswith("contact ") for r in suppressed[:-1] for e in r.examples)
+    assert "70 got nothing (registered: 40; suppressed (every channel): no address: 30)" \
+        in account.line()
