@@ -10,6 +10,7 @@ per-channel table. Plain functions over the ledger; nothing is written.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -84,6 +85,7 @@ class Account:
         data = asdict(self)
         for k in ("first_sent_at", "last_sent_at"):
             data[k] = data[k].isoformat() if data[k] else None
+        data["summary"] = self.line()
         return data
 
 
@@ -116,23 +118,21 @@ def _why(rows: list[tuple[str, str, str | None]]) -> str:
     return f"{status}: " + "; ".join(f"{ch}: {reason}" for ch, reason in telling)
 
 
-def wave_account(session: Session, event_id: int, wave: str) -> Account:
-    """The wave's account per person, from its ledger rows."""
-    q = (select(Message.contact_id, Message.channel, Message.status, Message.reason)
-         .where(Message.event_id == event_id, Message.wave == wave)
-         .order_by(Message.contact_id, Message.id))
+def account_of(rows: Iterable[tuple[int | None, str, str, str | None]]) -> Account:
+    """The account of (contact id, channel, status, reason) rows, in the order the wave
+    tried each person's channels: the ledger's, or a preview's predicted decisions."""
     acc = Account()
     per_person: dict[int, list[tuple[str, str, str | None]]] = defaultdict(list)
-    for cid, channel, status, reason in session.execute(q):
+    for cid, channel, status, reason in rows:
         if cid is None:
             acc.posts[channel] = str(status)
         else:
             per_person[cid].append((channel, str(status), reason))
     reached_by: Counter = Counter()
     grouped: dict[str, list[int]] = defaultdict(list)
-    for cid, rows in per_person.items():
-        statuses = {s for _, s, _ in rows}
-        reached_on = [ch for ch, s, _ in rows if s in _REACHED]
+    for cid, rows_ in per_person.items():
+        statuses = {s for _, s, _ in rows_}
+        reached_on = [ch for ch, s, _ in rows_ if s in _REACHED]
         if reached_on:
             acc.reached += 1
             reached_by.update(set(reached_on))
@@ -142,11 +142,20 @@ def wave_account(session: Session, event_id: int, wave: str) -> Account:
             acc.waiting += 1
         else:
             acc.nothing += 1
-            grouped[_why(rows)].append(cid)
+            grouped[_why(rows_)].append(cid)
     acc.people = len(per_person)
     acc.reached_by = dict(reached_by)
     acc.why = sorted((Why(r, len(ids), ids[:EXAMPLES_PER_REASON]) for r, ids in grouped.items()),
                      key=lambda w: (-w.people, w.reason))
+    return acc
+
+
+def wave_account(session: Session, event_id: int, wave: str) -> Account:
+    """The wave's account per person, from its ledger rows, and when it sent."""
+    q = (select(Message.contact_id, Message.channel, Message.status, Message.reason)
+         .where(Message.event_id == event_id, Message.wave == wave)
+         .order_by(Message.contact_id, Message.id))
+    acc = account_of(session.execute(q))
     acc.first_sent_at, acc.last_sent_at = session.execute(
         select(func.min(Message.sent_at), func.max(Message.sent_at))
         .where(Message.event_id == event_id, Message.wave == wave,

@@ -14,7 +14,6 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.account import Account, Reason
-from flows.plan import CampaignPlan
 from flows.schedule import WaveRunAction
 from promo.db import session_scope
 from promo.domain.event import EventSpec
@@ -123,7 +122,7 @@ def run_link(flow_run_id: str | None, text: str = "flow run") -> str:
     return f"[{text}]({run_url(flow_run_id)})" if flow_run_id else "-"
 
 
-def publish_plan(spec: EventSpec, plan: CampaignPlan, clock: datetime) -> dict[str, Any]:
+def publish_plan(spec: EventSpec, clock: datetime) -> dict[str, Any]:
     """The plan as a table: per wave and channel, when, and how many contacts each outcome
     has. A wave that ran shows the ledger (`shows: ledger`, its status `ran`, when it sent);
     a wave to come shows the prediction (`shows: prediction`). Returns the preview."""

@@ -6,6 +6,7 @@ Through the real wave flow, the SDKs against the fake providers, and the Prefect
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -138,3 +139,95 @@ campaign:
     assert all(e.startswith("contact ") for r in suppressed[:-1] for e in r.examples)
     assert "70 got nothing (registered: 40; suppressed (every channel): no address: 30)" \
         in account.line()
+
+
+def test_plan_shows_the_ledger_for_a_wave_that_ran_and_says_which_is_which(store: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from flows.ledger import wave_outcomes
+    from promo.cli import app
+    from tests import test_wave_ledger as tw
+
+    path, spec, event_id = tw.seed(store)
+    sent = tw.run(spec.slug, "announce", datetime(2027, 2, 10, 7, 0, tzinfo=tw.MSK))
+    assert sent  # something went out
+    runner = CliRunner()
+    # five days later the plan would call the announce "dropped" (its time passed): it ran
+    now = "2027-02-15T12:00:00+03:00"
+    result = runner.invoke(app, ["plan", str(path), "--now", now, "--json"])
+    assert result.exit_code == 0, result.output
+    waves = {w["name"]: w for w in json.loads(result.output)["waves"]}
+    announce, reminder = waves["announce"], waves["reminder"]
+    with session_scope() as s:
+        ledger = wave_outcomes(s, event_id, "announce")
+    assert announce["status"] == "ran" and announce["predicted"] is False
+    assert announce["outcomes"] == ledger
+    assert announce["people"]["reached"] == 4 and announce["people"]["nothing"] == 1  # registered
+    assert announce["first_sent_at"] is not None
+    assert reminder["status"] == "scheduled" and reminder["predicted"] is True
+    assert reminder["people"]["waiting"] == 1  # the one registrant would get it
+    text = runner.invoke(app, ["plan", str(path), "--now", now]).output
+    assert "announce: ran sent 2027-02-10 07:00 MSK" in text and "from the ledger" in text
+    assert "reminder: scheduled 2027-02-19 11:00 MSK" in text and "· predicted" in text
+    assert "reached 4 people" in text
+
+    # called off: what ran stays as it ran, the rest is cancelled, in plan and events check
+    path.write_text(path.read_text() + "cancelled: true\n", encoding="utf-8")
+    data = json.loads(runner.invoke(app, ["plan", str(path), "--now", now, "--json"]).output)
+    assert {w["name"]: w["status"] for w in data["waves"]} == {"announce": "ran",
+                                                               "reminder": "cancelled"}
+    checked = runner.invoke(app, ["events", "check", str(path), "--now", now])
+    assert checked.exit_code == 0, checked.output
+    assert "reminder: cancelled" in checked.output and "announce: ran" in checked.output
+
+
+def test_events_check_lists_every_problem_plan_would_refuse_and_events_list_shows_waves(
+        store: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from promo.cli import app
+    from tests import test_wave_ledger as tw
+    from tests.helpers import write_event
+
+    runner = CliRunner()
+    now = "2027-02-01T12:00:00+03:00"
+    bad = write_event(store, tw.START, slug="broken-meetup", extra="""\
+campaign:
+  announce: {days_before: 10, at: "07:00", channels: [vk, telegram]}
+  last_call: null
+  reminder: {channels: [email]}
+texts:
+  announce:
+    vk:
+      en: "{{ event.titel }}"
+    telegram:
+      ru: "{{ speaker }}"
+""")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "promo.cli", "events", "check", str(bad),
+                           "--now", now], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "2 problems" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    # every problem at once: the misspelt variable and the unknown one
+    assert "titel" in proc.stderr and "speaker" in proc.stderr
+    assert runner.invoke(app, ["plan", str(bad), "--now", now]).exit_code != 0  # plan agrees
+
+    _, spec, _ = tw.seed(store)
+    tw.run(spec.slug, "announce", datetime(2027, 2, 10, 7, 0, tzinfo=tw.MSK))
+    listed = runner.invoke(app, ["events", "list", "--now", "2027-02-15T12:00:00+03:00",
+                                 "--json"])
+    assert listed.exit_code == 0, listed.output
+    (event,) = json.loads(listed.output)  # the broken file was never stored
+    assert event["slug"] == spec.slug and event["start"] == "2027-02-20 19:00 MSK"
+    waves = {w["wave"]: w for w in event["waves"]}
+    assert waves["announce"]["state"] == "ran" and waves["announce"]["reached"] == 4
+    assert waves["reminder"]["state"] == "scheduled"
+    assert waves["reminder"]["detail"] == "2027-02-19 11:00 MSK"
+    text = runner.invoke(app, ["events", "list", "--now", "2027-02-15T12:00:00+03:00"]).output
+    assert spec.slug in text and "announce: ran" in text and "reminder: scheduled" in text
