@@ -40,6 +40,7 @@ POOL = "event-promo"
 SLUG = "deploy-test"
 FULL_EMAIL = re.compile(r"guest\d+@example\.org")
 FULL_PHONE = re.compile(r"\+7916\d{7}")
+BOT = "777000:deploy-bot"
 MASKED = re.compile(r"g\*\*\*@example\.org|id \*\*\*\d\d")
 
 
@@ -55,6 +56,7 @@ class Stack:
     env: dict[str, str]
     folder: Path
     logs: dict[str, Path]
+    telegram: Any = None  # the fake Telegram the worker's runs send to
 
     def tail(self) -> str:
         return "\n".join(f"--- {name} ---\n" + p.read_text(errors="replace")[-4000:]
@@ -95,8 +97,10 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """Prefect server + deployments + a process worker, with a SQLite store they share."""
     from promo.db import dispose_engines
     from promo.settings import reset_settings
+    from tests.fakes import FakeTelegram
 
     (tmp_path / "promo.toml").write_text("", encoding="utf-8")  # no developer's settings
+    telegram = FakeTelegram(BOT).start()  # chats that blocked the bot: `telegram.blocked`
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROMO_"))}
     env.update({
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -106,6 +110,8 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         "PROMO_CONFIG": str(tmp_path / "promo.toml"),
         "PROMO_DATABASE_URL": f"sqlite:///{tmp_path / 'promo.db'}",
         "PROMO_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "PROMO_TELEGRAM_BOT_TOKEN": BOT,
+        "PROMO_TELEGRAM_BASE_URL": telegram.url + "/bot",
         # the checkout pull step reads $PWD at deploy time, as in a shell in the project
         "PWD": str(REPO),
     })
@@ -114,7 +120,7 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     dispose_engines()
     reset_settings()
     logs = {name: tmp_path / f"{name}.log" for name in ("server", "deploy", "worker")}
-    st = Stack("", env, tmp_path, logs)
+    st = Stack("", env, tmp_path, logs, telegram)
     procs: list[subprocess.Popen] = []
     try:
         procs.append(_start_own_server(st))
@@ -129,6 +135,7 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     finally:
         for proc in reversed(procs):
             _stop(proc)
+        telegram.stop()
         dispose_engines()
         reset_settings()
 
@@ -172,13 +179,29 @@ def _wait(check: Callable[[], Any], seconds: float, what: str, st: Stack) -> Any
     raise AssertionError(f"timed out waiting for {what}\n{st.tail()}")
 
 
-def _seed_contacts(n: int) -> None:
+def _seed_contacts(n: int, blocked_telegram: int = 0) -> list[int]:
+    """n synthetic contacts, and `blocked_telegram` more reachable only on Telegram (their
+    chat ids, returned, for a fake Telegram to refuse: "bot was blocked by the user")."""
+    from sqlalchemy import insert
+
     from audiences import synthetic
     from promo.db import session_scope
+    from promo.db.models import Consent, Contact, ContactTopic
 
+    granted = datetime.now(UTC) - timedelta(days=400)
     with session_scope() as s:
-        synthetic.store(s, list(synthetic.generate(n)),
-                        granted_at=datetime.now(UTC) - timedelta(days=400))
+        synthetic.store(s, list(synthetic.generate(n)), granted_at=granted)
+        first = (s.scalar(select(func.max(Contact.id))) or 0) + 1
+        ids = list(range(first, first + blocked_telegram))
+        chats = [990000 + i for i in ids]
+        if ids:
+            s.execute(insert(Contact), [{"id": i, "language": "ru", "telegram_chat_id": c}
+                                        for i, c in zip(ids, chats, strict=True)])
+            s.execute(insert(ContactTopic), [{"contact_id": i, "topic": "python"} for i in ids])
+            s.execute(insert(Consent), [{"contact_id": i, "channel": "telegram",
+                                         "granted_at": granted, "granted_source": "test"}
+                                        for i in ids])
+    return chats
 
 
 def write_event(folder: Path, slug: str, starts_at: datetime, zone: str, announce: datetime,
@@ -219,7 +242,7 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
     from promo.db import session_scope
     from promo.db.models import Event, Message, WaveRun
 
-    _seed_contacts(60)
+    stack.telegram.blocked.update(_seed_contacts(60, blocked_telegram=3))
     t0 = datetime.now(UTC).replace(microsecond=0)
     zone = _zone_at_midday(t0)
     starts_at = (t0 + timedelta(minutes=5)).astimezone(ZoneInfo(zone))
@@ -239,14 +262,22 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
                 tags=FlowRunFilterTags(all_=[f"event:{slug}"])))
             by_wave: dict[str, list[Any]] = {}
             for r in sorted(found, key=lambda r: r.created):
-                wave = next(t.removeprefix("wave:") for t in r.tags if t.startswith("wave:"))
-                by_wave.setdefault(wave, []).append(r)
+                # the campaign's own runs carry the event's tag too, and no wave's
+                wave = next((t.removeprefix("wave:") for t in r.tags if t.startswith("wave:")),
+                            None)
+                if wave is not None:
+                    by_wave.setdefault(wave, []).append(r)
             return by_wave
 
         # 1. the campaign schedules each wave as a run of wave/wave at its time
         first = run_campaign(event)
         assert first.state.type == StateType.COMPLETED, stack.tail()
         assert first.name == f"campaign · {SLUG}"
+        assert f"event:{SLUG}" in client.read_flow_run(first.id).tags
+        # the Run form asks only for the event file, and says what it is
+        form = client.read_deployment_by_name("campaign/campaign").parameter_openapi_schema
+        assert list(form["properties"]) == ["event_file"]
+        assert "relative to the project folder" in form["properties"]["event_file"]["description"]
         waves = runs_of(SLUG)
         assert set(waves) == {"announce", "last_call"}
         for wave, at in (("announce", announce_at), ("last_call", last_call_at)):
@@ -292,6 +323,7 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
                 for r in upcoming} == {hour}
         today = _run("reminders/daily", {}, client, stack)
         assert today.state.is_completed(), stack.tail()
+        assert today.name == f"daily · {datetime.now(UTC):%Y-%m-%d}"
         assert client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[today.id])))
 
@@ -309,9 +341,22 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
         for r in done:
             assert r.start_time >= r.expected_start_time - timedelta(seconds=1)
         assert {r.name for r in done} == {f"{SLUG} · announce", f"{SLUG} · last_call"}
+        # the chats that blocked the bot: the announce is done, but not plain "Completed",
+        # and it says so in an event an Automation can act on
+        announce = next(r for r in done if r.id == wave_ids[0])
+        assert announce.state.name == "Completed with failures", announce.state
+        events = _wait(lambda: httpx.post(f"{stack.api_url}/events/filter", json={
+            "filter": {"event": {"name": ["promo.wave.finished"]},
+                       "resource": {"id": [f"prefect.flow-run.{announce.id}"]},
+                       "occurred": {"since": t0.isoformat()}}}, timeout=10).json()["events"],
+                       60, "the promo.wave.finished event", stack)
+        assert events[0]["payload"]["failed"] >= 3, events
+        assert events[0]["resource"]["promo.outcome"] == "with-failures"
 
         # 6. running the campaign again adds no wave run
-        assert run_campaign(event).state.type == StateType.COMPLETED, stack.tail()
+        rerun = run_campaign(event)
+        assert rerun.state.type == StateType.COMPLETED, stack.tail()
+        again_id = rerun.id
         again = runs_of(SLUG)
         assert {w: [r.id for r in rs] for w, rs in again.items()} == \
             {w: [r.id for r in rs] for w, rs in waves.items()}
@@ -333,6 +378,17 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
         assert sum(r["planned"] for r in plan_rows if r["wave"] == "announce") > 0
         summary = next(a for a in artifacts if a.key == f"{SLUG}-announce-summary")
         assert "Suppressed" in summary.data and MASKED.search(summary.data), summary.data
+        assert "bot was blocked" in summary.data and "people" in summary.data
+        # the wave runs are links to their pages in the UI, not raw ids
+        links = next(a for a in artifacts if a.key == f"{SLUG}-wave-runs")
+        ui = stack.api_url.removesuffix("/api")
+        assert f"]({ui}/runs/flow-run/{wave_ids[0]})" in links.data, links.data
+        # run again after the waves ran: the plan shows what they did, not "dropped"
+        replan = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[again_id])))
+        rows = next(json.loads(a.data) if isinstance(a.data, str) else a.data
+                    for a in replan if a.key == f"{SLUG}-plan")
+        assert {r["status"] for r in rows} == {"ran"}, rows
         everything = " ".join(str(a.data) + str(a.description) for a in artifacts)
         logs = client.read_logs(log_filter=LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=[first.id, *wave_ids])))

@@ -231,3 +231,62 @@ texts:
     assert waves["reminder"]["detail"] == "2027-02-19 11:00 MSK"
     text = runner.invoke(app, ["events", "list", "--now", "2027-02-15T12:00:00+03:00"]).output
     assert spec.slug in text and "announce: ran" in text and "reminder: scheduled" in text
+
+
+def test_running_the_campaign_again_keeps_what_a_wave_did(prefect_api: None, store: Path) -> None:
+    """The campaign run carries event:<slug>; after its wave ran, a second campaign run (when
+    the plan would drop that wave) shows it `ran`, with the ledger's counts, not `dropped`."""
+    import json
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.campaign import campaign_flow
+    from tests import test_wave_ledger as tw
+
+    path, spec, _ = tw.seed(store)
+    # the announce is late but goes at once (the reminder is 9 days away)
+    late = datetime(2027, 2, 10, 12, 0, tzinfo=tw.MSK)
+    first = campaign_flow(str(path), late.isoformat(), return_state=True)
+    assert first.is_completed(), first
+    # three days before the start: a late announce would now be dropped
+    again = campaign_flow(str(path), datetime(2027, 2, 17, 12, 0, tzinfo=tw.MSK).isoformat(),
+                          return_state=True)
+    waves = {w["name"]: w for w in again.result()["waves"]}
+    assert waves["announce"]["status"] == "ran"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(again.state_details.flow_run_id)
+        assert f"event:{spec.slug}" in run.tags and run.name == f"campaign · {path.stem}"
+        plans = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"{spec.slug}-plan"])))
+    latest = max(plans, key=lambda a: a.created)
+    rows = json.loads(latest.data) if isinstance(latest.data, str) else latest.data
+    announce = [r for r in rows if r["wave"] == "announce"]
+    assert {r["status"] for r in announce} == {"ran"} and {r["shows"] for r in announce} == {
+        "ledger"}
+    assert sum(r["sent"] for r in announce) == 4
+    assert "2027-02-10 12:00 MSK" in {r["time"] for r in announce}
+    reminder = [r for r in rows if r["wave"] == "reminder"]
+    assert {r["shows"] for r in reminder} == {"prediction"}
+
+
+def test_the_readme_automation_is_one_the_server_takes(prefect_api: None) -> None:
+    """docs/automations/wave-with-failures.yaml, with a real notification block, is accepted
+    by `prefect automation create`'s API, and matches the label the wave's event carries."""
+    import yaml
+    from prefect import get_client
+    from prefect.blocks.notifications import SlackWebhook
+    from prefect.events.schemas.automations import AutomationCore
+
+    block_id = SlackWebhook(url="https://hooks.slack.com/services/T000/B000/XXXX").save("promo-test-hook",
+                                                                 overwrite=True)
+    data = yaml.safe_load((Path(__file__).parents[1] / "docs" / "automations" /
+                           "wave-with-failures.yaml").read_text(encoding="utf-8"))
+    data["actions"][0]["block_document_id"] = str(block_id)
+    automation = AutomationCore.model_validate(data)
+    assert automation.trigger.expect == {"promo.wave.finished"}
+    assert automation.trigger.match.root == {"promo.outcome": "with-failures"}
+    with get_client(sync_client=True) as client:
+        created = client.create_automation(automation)
+        assert client.read_automation(created).name == "promo wave with failures"
+        client.delete_automation(created)
