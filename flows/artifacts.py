@@ -139,13 +139,14 @@ def publish_plan(spec: EventSpec, clock: datetime) -> dict[str, Any]:
         people = w.get("people") or {}
         for channel in w["channels"]:
             counts = per_channel.get(channel, {})
-            rows.append({"wave": w["name"], "time": shown(at, spec.zone, ""),
-                         "status": w["status"], "shows": "ledger" if ran else "prediction",
-                         "channel": channel, "mode": w["mode"],
-                         **{c: counts.get(c, 0) for c in OUTCOME_COLUMNS},
+            # what an organizer looks for first on the left: which wave, did it run, what went
+            rows.append({"wave": w["name"], "status": w["status"],
+                         "shows": "ledger" if ran else "prediction",
+                         "time": shown(at, spec.zone, ""), "channel": channel,
                          "people reached": (people.get("reached_by") or {}).get(channel, 0)
                          if ran else "",
-                         "note": w["note"]})
+                         **{c: counts.get(c, 0) for c in OUTCOME_COLUMNS},
+                         "mode": w["mode"], "note": w["note"]})
     create_table_artifact(
         key=f"{spec.slug}-plan",
         table=rows,

@@ -8,9 +8,10 @@ have blocked the bot (tests/fakes), runs the campaign of an event a few minutes 
 waves a minute apart, waits for them, runs the campaign again, and takes with headless
 Chromium (Debian's /usr/bin/chromium):
 
-- campaign-run.png: the second campaign run's artifacts: the plan (waves that ran, from the
-  ledger) and the wave runs, linked;
-- wave-with-failures.png: the announce run, "Completed with failures", its artifacts;
+- campaign-run.png: the second campaign run (after the waves ran): its tags and log;
+- campaign-plan.png: its plan artifact (the waves that ran, from the ledger);
+- campaign-wave-runs.png: its wave-runs artifact (links to the runs);
+- wave-with-failures.png: the announce run, "Completed with failures";
 - wave-summary.png: the announce's summary artifact (people reached, got nothing and why);
 - dashboard.png: the dashboard.
 
@@ -64,6 +65,22 @@ def shoot(url: str, out: Path, home: Path, size: str = "1400,1000") -> None:
     print(f"  {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
 
 
+# zones an organizer would recognise, for whichever one has about noon now (the waves go on
+# the event's own date: `days_before: 0`); Etc/GMT-N (tests/test_deploy.py) if none does
+NAMED_ZONES = ("Europe/London", "Europe/Berlin", "Europe/Helsinki", "Europe/Moscow",
+               "Asia/Dubai", "Asia/Tashkent", "Asia/Dhaka", "Asia/Bangkok", "Asia/Singapore",
+               "Asia/Tokyo", "Australia/Brisbane", "Pacific/Noumea", "Pacific/Auckland",
+               "America/Sao_Paulo", "America/Caracas", "America/Bogota",
+               "America/Mexico_City", "America/Phoenix", "Pacific/Honolulu")
+
+
+def zone_at_midday(now: datetime) -> str:
+    for name in NAMED_ZONES:
+        if 10 <= now.astimezone(ZoneInfo(name)).hour <= 13:
+            return name
+    return _zone_at_midday(now)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
@@ -108,7 +125,7 @@ def main() -> None:
         os.environ["PREFECT_API_URL"] = st.api_url
         telegram.blocked.update(_seed_contacts(300, blocked_telegram=12))
         t0 = datetime.now(UTC).replace(microsecond=0)
-        zone = _zone_at_midday(t0)
+        zone = zone_at_midday(t0)
         starts_at = (t0 + timedelta(minutes=6)).astimezone(ZoneInfo(zone))
         event = write_event(folder, SLUG, starts_at, zone, t0 + timedelta(seconds=45),
                             t0 + timedelta(seconds=100))
@@ -120,12 +137,16 @@ def main() -> None:
         ui = st.api_url.removesuffix("/api")
         time.sleep(3)
         print("screenshots:")
-        shoot(f"{ui}/runs/flow-run/{second}?tab=Artifacts", args.out / "campaign-run.png", folder)
-        shoot(f"{ui}/runs/flow-run/{announce.id}?tab=Artifacts",
-              args.out / "wave-with-failures.png", folder)
-        summary = _artifact_id(f"{SLUG}-announce-summary")
-        shoot(f"{ui}/artifacts/artifact/{summary}", args.out / "wave-summary.png", folder,
-              "1400,1400")
+        # (the run page opens on its Logs tab whatever `?tab=` says: the other tabs are
+        # hidden until the run has loaded, so each artifact is taken on its own page)
+        shoot(f"{ui}/runs/flow-run/{second}", args.out / "campaign-run.png", folder)
+        shoot(f"{ui}/artifacts/artifact/{_artifact_id(f'{SLUG}-plan')}",
+              args.out / "campaign-plan.png", folder)
+        shoot(f"{ui}/artifacts/artifact/{_artifact_id(f'{SLUG}-wave-runs')}",
+              args.out / "campaign-wave-runs.png", folder, "1400,700")
+        shoot(f"{ui}/runs/flow-run/{announce.id}", args.out / "wave-with-failures.png", folder)
+        shoot(f"{ui}/artifacts/artifact/{_artifact_id(f'{SLUG}-announce-summary')}",
+              args.out / "wave-summary.png", folder, "1400,1600")
         shoot(f"{ui}/dashboard", args.out / "dashboard.png", folder)
     finally:
         for proc in reversed(procs):
@@ -161,7 +182,8 @@ def _artifact_id(key: str) -> str:
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
-        return str(next(a for a in client.read_latest_artifacts() if a.key == key).id)
+        # the latest version of the key (a collection's own id is not an artifact's)
+        return str(next(a for a in client.read_latest_artifacts() if a.key == key).latest_id)
 
 
 if __name__ == "__main__":
