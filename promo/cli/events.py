@@ -12,7 +12,8 @@ from rich.table import Table
 from promo.cli.output import console, parse_time, print_json
 from promo.domain.times import shown
 
-events_app = typer.Typer(help="Event files: check and store them; the stored events and their waves.", no_args_is_help=True)
+events_app = typer.Typer(help="Event files: check and store them; the stored events and their waves.",
+                         no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 
 
@@ -49,9 +50,10 @@ def events_check(
             except UserError as exc:
                 if str(exc) not in problems:
                     problems.append(str(exc))
+    if len(problems) == 1:
+        raise UserError(f"{event_file}: {problems[0]}")
     if problems:
-        raise UserError(f"{event_file}: {len(problems)} problem"
-                        f"{'s' if len(problems) > 1 else ''}:\n"
+        raise UserError(f"{event_file}: {len(problems)} problems:\n"
                         + "\n".join(f"  - {p}" for p in problems))
     with session_scope() as s:
         data = preview_campaign(s, spec, clock, settings, override)
@@ -128,17 +130,28 @@ def events_list(
 
 
 @events_app.command("add")
-def events_add(event_file: Path) -> None:
-    """Validate an event file and store (or update) the event."""
+def events_add(
+    event_file: Path,
+    now: Annotated[str | None, typer.Option(help="the clock, ISO 8601 with offset")] = None,
+) -> None:
+    """Validate an event file and store (or update) the event. An event that has already
+    happened is stored for its series' history; nothing is planned for it."""
     from flows.plan import check_rules
     from flows.store import save_event
     from promo.db import session_scope
     from promo.domain.event import load_event
 
+    clock = parse_time(now) or datetime.now(UTC)
     spec = load_event(event_file)
     check_rules(spec)
     with session_scope() as s:
         save_event(s, spec, event_file)
+    if spec.starts_at <= clock:
+        console.print(f"{spec.slug}: stored as a past event of the series {spec.series_name} "
+                      f"(started {spec.local_start:%Y-%m-%d %H:%M %Z}); nothing is planned. "
+                      f"Import its registrations and attendance for the report and the forecast.",
+                      highlight=False)
+        return
     console.print(f"{spec.slug}: stored")
 
 
