@@ -34,8 +34,7 @@ from zoneinfo import ZoneInfo
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fakes import FakeTelegram
-from tests.test_deploy import (
+from tests.deploy_stack import (
     BOT,
     POOL,
     PREFECT,
@@ -49,6 +48,7 @@ from tests.test_deploy import (
     _zone_at_midday,
     write_event,
 )
+from tests.fakes import FakeTelegram
 
 SLUG = "python-meetup-74"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
