@@ -290,3 +290,22 @@ def test_the_readme_automation_is_one_the_server_takes(prefect_api: None) -> Non
         created = client.create_automation(automation)
         assert client.read_automation(created).name == "promo wave with failures"
         client.delete_automation(created)
+
+
+def test_promo_run_says_what_it_will_do_first_and_ends_per_person(prefect_api: None,
+                                                                  store: Path) -> None:
+    from typer.testing import CliRunner
+
+    from promo.cli import app
+    from tests import test_wave_ledger as tw
+
+    path, _, _ = tw.seed(store)
+    now = "2027-02-10T12:00:00+03:00"  # the announce (07:00) is late: it goes at once
+    out = CliRunner().invoke(app, ["run", str(path), "--now", now]).output
+    checked = out.index("the event file, its rules and templates are fine")
+    assert checked < out.index("announce: late, due now: sending") < out.index(
+        "running the flows") < out.index("messages so far")
+    assert "reminder: scheduled, goes 2027-02-19 11:00 MSK" in out
+    assert "announce: reached 4 people (email 2, sms 2), 1 got nothing (registered: 1)" in out
+    again = CliRunner().invoke(app, ["run", str(path), "--now", now]).output
+    assert "announce: ran already" in again

@@ -85,8 +85,13 @@ def run(
     console.print(f"{spec.slug}: the event file, its rules and templates are fine; starts "
                   f"{shown(spec.starts_at, spec.zone)}", highlight=False)
     if not spec.cancelled:
+        ran = _waves_that_ran(spec.slug)
         for w in waves:
             due = w.send_at is not None and w.send_at <= clock
+            if w.name in ran:
+                console.print(f"  {w.name}: ran already; a run sends only to whom it has not "
+                              f"decided yet, nothing twice", highlight=False)
+                continue
             console.print(f"  {w.name}: {w.status}, "
                           + ("due now: sending" if due else
                              f"goes {shown(w.send_at, spec.zone)}" if w.send_at else "dropped")
@@ -112,6 +117,19 @@ def run(
         for name in outcomes:
             account = wave_account(s, event_id, name)
             console.print(f"{name}: {account.line(limit=len(account.why))}", highlight=False)
+
+
+def _waves_that_ran(slug: str) -> set[str]:
+    """The event's waves with decisions in the store (none for an event not stored yet)."""
+    from sqlalchemy import select
+
+    from flows.ledger import decided_waves
+    from promo.db import session_scope
+    from promo.db.models import Event
+
+    with session_scope() as s:
+        event_id = s.scalar(select(Event.id).where(Event.slug == slug))
+        return decided_waves(s, event_id) if event_id is not None else set()
 
 
 def _where_prefect_runs() -> str:
