@@ -13,7 +13,8 @@ Chromium (Debian's /usr/bin/chromium):
 - campaign-wave-runs.png: its wave-runs artifact (links to the runs);
 - wave-with-failures.png: the announce run, "Completed with failures";
 - wave-summary.png: the announce's summary artifact (people reached, got nothing and why);
-- dashboard.png: the dashboard.
+- dashboard.png: the dashboard;
+- campaign-with-subflow.png: a campaign run as `promo run` makes it, its late wave a subflow.
 
 Everything started is stopped at the end; nothing outside a temporary folder is touched.
 """
@@ -134,6 +135,7 @@ def main() -> None:
         waves = _wait(lambda: _waves_done(st), 240, "the wave runs", st)
         second = run(st, event)  # after the waves ran: the plan shows the ledger
         announce = next(r for r in waves if r.name.endswith("announce"))
+        local = run_here(folder, t0, zone)
         ui = st.api_url.removesuffix("/api")
         time.sleep(3)
         print("screenshots:")
@@ -148,6 +150,9 @@ def main() -> None:
         shoot(f"{ui}/artifacts/artifact/{_artifact_id(f'{SLUG}-announce-summary')}",
               args.out / "wave-summary.png", folder, "1400,1600")
         shoot(f"{ui}/dashboard", args.out / "dashboard.png", folder)
+        # the other way to link a campaign to its waves: `promo run` runs a late wave as a
+        # subflow of the campaign (a deployed campaign's waves run days later, on their own)
+        shoot(f"{ui}/runs/flow-run/{local}", args.out / "campaign-with-subflow.png", folder)
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -165,6 +170,25 @@ def run(st: Stack, event: Path) -> str:
         _wait(lambda: (r := client.read_flow_run(flow_run.id)).state.is_final() and r, 120,
               "the campaign run", st)
     return str(flow_run.id)
+
+
+def run_here(folder: Path, t0: datetime, zone: str) -> str:
+    """What `promo run` does against a server: the campaign in this process, its late
+    announce run at once as a subflow. Returns the campaign run's id."""
+    from flows.campaign import campaign_flow
+    from tests.helpers import EVENT_TEMPLATE
+
+    local = t0.astimezone(ZoneInfo(zone))
+    starts_at = (local + timedelta(days=1)).replace(hour=23, minute=0, second=0)
+    path = folder / "late-meetup.yaml"
+    path.write_text(EVENT_TEMPLATE.format(slug="late-meetup", starts_at=starts_at.isoformat())
+                    .replace("timezone: Europe/Moscow", f"timezone: {zone}")
+                    + "campaign:\n"
+                    + f"  announce: {{days_before: 1, at: \"{local - timedelta(minutes=10):%H:%M}\","
+                    + " channels: [email, telegram]}\n  last_call: null\n  reminder: null\n",
+                    encoding="utf-8")
+    state = campaign_flow(str(path), return_state=True)
+    return str(state.state_details.flow_run_id)
 
 
 def _waves_done(st: Stack) -> list | None:
