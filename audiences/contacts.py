@@ -86,7 +86,7 @@ def normalize_phone(text: str, region: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-_VK_ID = re.compile(r"^(?:(?:https?://)?(?:m\.)?vk\.com/)?(?:id)?(-?\d+)/?$", re.IGNORECASE)
+_VK_ID = re.compile(r"^(?:(?:https?://)?(?:m\.)?vk\.com/)?(?:id)?(-?[0-9]{1,20})/?$", re.IGNORECASE)
 _VK_NAME = re.compile(r"^(?:(?:https?://)?(?:m\.)?vk\.com/)?[A-Za-z0-9_.]+/?$", re.IGNORECASE)
 _MAX_ID = 2**63 - 1
 
@@ -113,10 +113,10 @@ def normalize_telegram_chat_id(text: str) -> int:
     if value.startswith("@"):
         raise AddressError(f"{text!r} is a username, not a chat id (the bot learns a person's "
                            f"chat id when they start it)")
-    try:
-        number = int(value)
-    except ValueError:
-        raise AddressError(f"{text!r} is not a Telegram chat id (a number)") from None
+    # only ASCII digits: int() also takes "+5", "1_000" and other scripts' digits
+    if not re.fullmatch(r"-?[0-9]{1,20}", value):
+        raise AddressError(f"{text[:100]!r} is not a Telegram chat id (a number)")
+    number = int(value)
     if number < 0:
         raise AddressError(f"{text!r} is a group or channel chat, not a person's")
     if number == 0 or number > _MAX_ID:
@@ -142,8 +142,9 @@ def check_timezone(text: str) -> str:
     name = _zone_names().get(value.lower(), value)
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise AddressError(f"{text!r} is not a known time zone (IANA names like Europe/Moscow, "
+    # a name too long for a file name is an OSError
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise AddressError(f"{text[:100]!r} is not a known time zone (IANA names like Europe/Moscow, "
                            f"Asia/Yekaterinburg)") from None
     return name
 

@@ -74,4 +74,10 @@ MEETUP = Layout(
      "%m/%d/%Y", "%b %d, %Y %I:%M %p", "%B %d, %Y %I:%M %p", "%b %d, %Y", "%B %d, %Y"),
 )
 
+# how a registration came (kept raw; the report attributes it): UTM tags and the short link,
+# where the registration platform passes them on, under the same names in every layout
+ATTRIBUTION = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "short_link")
+for _layout in (GENERIC, TIMEPAD, MEETUP):
+    _layout.columns.update({f: (f, f.replace("_", " "), f.replace("_", "-")) for f in ATTRIBUTION})
+
 LAYOUTS = {layout.name: layout for layout in (GENERIC, TIMEPAD, MEETUP)}

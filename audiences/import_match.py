@@ -65,7 +65,7 @@ class Person:
         self.consents: dict[str, ConsentState] | None = None
         self.stored_channels: frozenset[str] = _NONE  # channels with a stored consent row
         self.changed_consents: list[str] | None = None
-        self.registration: list | None = None  # [registered_at, attended, line]
+        self.registration: list | None = None  # [registered_at, attended, line, came_by]
 
     FIELDS = ("name", "language", "timezone", "email", "phone", "vk_id", "telegram_chat_id")
 
@@ -214,12 +214,13 @@ def match_rows(session: Session, path: Path, rows: list[Row], report: ImportRepo
         if report.kind == "registrations":
             at = r.registered_at or now
             if person.registration is None:
-                person.registration = [at, r.attended, r.line]
+                person.registration = [at, r.attended, r.line, r.came_by]
             else:
                 reg = person.registration
                 reg[0] = min(reg[0], at)
                 if r.attended is not None:
                     reg[1] = r.attended or bool(reg[1])
+                reg[3] = reg[3] or r.came_by
     return people
 
 

@@ -1,16 +1,12 @@
-"""Import, reading: the encoding, the delimiter, the layout, and every row checked into a
-`Row` or problems."""
+"""Import, checking: every row of the file checked into a `Row` or problems (stage 2; the file
+itself is read in `import_read`)."""
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from audiences.contacts import (
@@ -27,12 +23,8 @@ from audiences.contacts import (
     normalize_telegram_chat_id,
     normalize_vk_id,
 )
-from audiences.import_layouts import LAYOUTS, Layout
-from audiences.import_report import ROW, ImportReport, Problem
-from promo.errors import UserError
-from promo.settings import get_settings
-
-PROGRESS_FROM = 20_000  # rows: smaller files import too fast to need progress lines
+from audiences.import_layouts import ATTRIBUTION, Layout
+from audiences.import_report import ROW, Problem
 
 # the words of yes/no, cancelled and attended columns, and how a header cell is compared
 _YES = {"да", "yes", "y", "true", "1", "+", "x", "✓", "✔", "посетил", "посетила", "пришел",
@@ -49,60 +41,6 @@ _ATTENDED_STATUS = ("посетил", "пришел", "attended", "checked in")
 def _header_key(text: str) -> str:
     return " ".join(text.replace("\ufeff", "").strip().strip("*").strip().lower()
                     .replace("ё", "е").split())
-
-
-
-def _line_of(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
-
-
-def decode(path: Path, data: bytes, encoding: str | None = None) -> tuple[str, str]:
-    """The text and the encoding it was read in: the given one, a BOM's, UTF-8, else cp1251."""
-    def attempt(enc: str, body: bytes, skipped: int) -> str:
-        try:
-            return body.decode(enc)
-        except UnicodeDecodeError as exc:
-            line = _line_of(data, skipped + exc.start) if "16" not in enc else "?"
-            raise UserError(f"{path}:{line}: the file is not valid {enc} "
-                            f"(byte {body[exc.start:exc.start + 1]!r}); save it as UTF-8 or "
-                            f"give --encoding") from None
-        except LookupError:
-            raise UserError(f"--encoding {enc!r}: not an encoding Python knows") from None
-
-    if encoding:
-        return attempt(encoding, data, 0).lstrip("\ufeff"), encoding
-    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-                     (codecs.BOM_UTF16_BE, "utf-16")):
-        if data.startswith(bom):
-            body = data if enc == "utf-16" else data[len(bom):]
-            return attempt(enc if enc == "utf-16" else "utf-8", body, len(bom)), enc
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        # Russian Excel and 1C save CSV in Windows-1251
-        return attempt("cp1251", data, 0), "cp1251"
-
-
-_SEP_LINE = re.compile(r"^sep=(.)\s*$")
-
-
-def sniff_delimiter(header: str) -> str:
-    """The delimiter that splits the header line into the most columns (`,` on a tie)."""
-    best, best_n = ",", 1
-    for candidate in (",", ";", "\t"):
-        n = len(next(csv.reader([header], delimiter=candidate), []))
-        if n > best_n:
-            best, best_n = candidate, n
-    return best
-
-
-def choose_layout(keys: Sequence[str]) -> Layout:
-    """The layout whose column names the header matches best (generic on a tie)."""
-    def score(layout: Layout) -> int:
-        names = {n for names in layout.columns.values() for n in names}
-        return sum(1 for k in keys if k in names)
-
-    return max(LAYOUTS.values(), key=score)
 
 
 # -- one row -----------------------------------------------------------------------------------
@@ -126,6 +64,7 @@ class Row:
     registered_at: datetime | None = None
     attended: bool | None = None
     cancelled: bool = False
+    came_by: tuple[str | None, ...] | None = None  # the ATTRIBUTION values, when any is given
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -297,6 +236,14 @@ class RowReader:
                 bad("attended", f"{attended!r} is not an attendance mark (yes/no, да/нет)")
             else:
                 row.attended = mark
+        if self.registrations:
+            came_by = tuple(self._cell(cells, f) for f in ATTRIBUTION)
+            for f, value in zip(ATTRIBUTION, came_by, strict=True):
+                limit = 300 if f == "short_link" else 200
+                if value is not None and len(value) > limit:
+                    bad(f, f"{len(value)} characters; at most {limit}")
+            if any(came_by):
+                row.came_by = came_by
         status = self._cell(cells, "status")
         if status is not None:
             s = " ".join(status.lower().replace("ё", "е").split())
@@ -325,90 +272,3 @@ def _yes_no(text: str) -> object:
     if s in _UNKNOWN:
         return None
     return _INVALID
-
-
-def read_rows(path: Path, *, layout_name: str | None, encoding: str | None, registrations: bool,
-              now: datetime, local_tz: ZoneInfo, report: ImportReport,
-              progress: Callable[[str], None] | None = None) -> list[Row]:
-    """The file's valid rows; its problems and notes go to the report."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
-    text, report.encoding = decode(path, data, encoding)
-    del data
-    stream = io.StringIO(text, newline="")
-    del text
-    # the header is the first line that is not blank (after Excel's "sep=;" line, if any)
-    first_line, delimiter = 0, None
-    while True:
-        header_text = stream.readline()
-        if not header_text:
-            raise UserError(f"{path}: the file is empty")
-        first_line += 1
-        if not header_text.strip():
-            continue
-        sep = _SEP_LINE.match(header_text.strip())
-        if sep and delimiter is None:
-            delimiter = sep.group(1)
-            continue
-        break
-    delimiter = delimiter or sniff_delimiter(header_text)
-    stream.seek(0)
-    for _ in range(first_line - 1):
-        stream.readline()
-    report.delimiter = delimiter
-    reader = csv.reader(stream, delimiter=delimiter, quotechar='"', doublequote=True,
-                        strict=True)
-    try:
-        header = next(reader)
-    except csv.Error as exc:
-        raise UserError(f"{path}:{first_line}: the header line cannot be read: {exc}") from None
-    keys = [_header_key(h) for h in header]
-    if layout_name is None:
-        layout = choose_layout(keys)
-    else:
-        layout = LAYOUTS.get(layout_name)
-        if layout is None:
-            raise UserError(f"--format {layout_name!r}: one of {', '.join(LAYOUTS)}")
-    report.format = layout.name
-    settings = get_settings()
-    rows_reader = RowReader(layout, header, region=settings.default_region, local_tz=local_tz,
-                            now=now, registrations=registrations)
-    # header notes carry line 1 of the data; shift them to the header's real line
-    report.notes += [replace(n, line=first_line) for n in rows_reader.notes]
-    if rows_reader.missing_addresses():
-        wanted = sorted({n for f in ADDRESS_KINDS for n in layout.columns.get(f, ())})
-        raise UserError(
-            f"{path}:{first_line}: no address column for the {layout.name} format: expected "
-            f"one of {', '.join(wanted)}; the header has {', '.join(map(repr, header))}"
-            + ("" if layout_name else " (is the first line a header? --format picks a layout)"))
-
-    offset = first_line - 1  # the reader counts lines from where it started
-    rows: list[Row] = []
-    last_end = reader.line_num
-    while True:
-        start = last_end + 1 + offset
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            report.rows += 1
-            report.problems.append(Problem(start, ROW, f"broken quoting: {exc}"))
-            last_end = reader.line_num
-            continue
-        last_end = reader.line_num
-        if not any(c.strip() for c in cells):
-            continue
-        report.rows += 1
-        row, problems = rows_reader.read(start, cells)
-        if problems:
-            report.problems += problems
-        elif row is not None:
-            rows.append(row)
-        if progress is not None and report.rows % PROGRESS_FROM == 0:
-            progress(f"checked {report.rows:,} rows")
-    return rows
-
-

@@ -13,6 +13,7 @@ from audiences.contacts import (
     ADDRESS_KINDS,
     SOURCE_LENGTH,
 )
+from audiences.import_layouts import ATTRIBUTION
 from audiences.import_match import Person, chunks
 from audiences.import_report import ImportReport
 from promo.db.models import Consent, Contact, ContactTopic, Event, Registration
@@ -72,26 +73,30 @@ def write_registrations(session: Session, people: list[Person], event: Event, pa
                                        if p.id is None and p.registration is not None)
         people = [p for p in people if p.id is not None]
     regs = {p.id: p.registration for p in people if p.registration is not None}
-    stored: dict[int, tuple[int, datetime, bool | None]] = {}
+    stored: dict[int, tuple[int, datetime, bool | None, bool]] = {}
     for part in chunks(sorted(regs)):
-        for rid, cid, at, attended in session.execute(
+        for rid, cid, at, attended, source_, link in session.execute(
                 select(Registration.id, Registration.contact_id, Registration.registered_at,
-                       Registration.attended)
+                       Registration.attended, Registration.utm_source, Registration.short_link)
                 .where(Registration.event_id == event.id, Registration.contact_id.in_(part))):
-            stored[cid] = (rid, at, attended)
+            stored[cid] = (rid, at, attended, source_ is not None or link is not None)
     fresh, changed = [], []
     source = f"import {path.name} ({layout})"[:SOURCE_LENGTH]
-    for cid, (at, attended, _line) in regs.items():
+    blank = (None,) * len(ATTRIBUTION)
+    for cid, (at, attended, _line, came_by) in regs.items():
         if cid not in stored:
             fresh.append({"event_id": event.id, "contact_id": cid, "registered_at": at,
-                          "attended": attended, "source": source})
+                          "attended": attended, "source": source,
+                          **dict(zip(ATTRIBUTION, came_by or blank, strict=True))})
             continue
-        rid, stored_at, stored_attended = stored[cid]
+        rid, stored_at, stored_attended, attributed = stored[cid]
         values = {}
         if at < stored_at:
             values["registered_at"] = at
         if attended is not None and attended != stored_attended:
             values["attended"] = attended
+        if came_by and not attributed:  # a later export that carries the tags fills them in
+            values.update(zip(ATTRIBUTION, came_by, strict=True))
         if values:
             changed.append({"id": rid, **values})
     report.registrations_new += len(fresh)

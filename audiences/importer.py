@@ -10,9 +10,9 @@ The steps, in one transaction:
 4. unless there were problems (and no `skip_invalid`) or it is a dry run: write everything in
    bulk statements.
 
-One module per stage: `import_layouts` (the column layouts), `import_rows` (1-2),
-`import_match` (3), `import_write` (4), `import_report` (problems and the report); this one
-runs them.
+One module per stage: `import_layouts` (the column layouts), `import_read` (1), `import_rows`
+(2), `import_match` (3), `import_write` (4), `import_report` (problems and the report); this
+one runs them.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from audiences.contacts import (
     check_topic,
 )
 from audiences.import_match import ImportOptions, match_rows
+from audiences.import_read import PROGRESS_FROM, read_rows
 from audiences.import_report import ImportRefused, ImportReport, Problem
-from audiences.import_rows import PROGRESS_FROM, read_rows
 from audiences.import_write import write_people, write_registrations
 from promo.db.models import Event
 from promo.errors import UserError

@@ -71,7 +71,7 @@ def context(event: EventSpec, wave: str, channel: str, *, name: str | None, tz: 
     zone = tz or event.timezone
     try:
         ZoneInfo(zone)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OSError):
         zone = event.timezone  # a contact's unknown zone: the event's is the best guess
     w = dict(when_parts(event.starts_at, zone, lang))
     own_zone = zone == event.timezone

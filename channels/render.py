@@ -34,6 +34,7 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment
 
+from channels.sandbox import LimitedEnvironment, render_limited
 from channels.sms_segments import segments as sms_segments
 from promo.domain.event import EventSpec
 from promo.errors import UserError
@@ -82,6 +83,9 @@ class LayeredLoader(BaseLoader):
                    ) -> tuple[str, str | None, Callable[[], bool] | None]:
         if template.startswith("@"):
             index, _, name = template[1:].partition("/")
+            # `@<n>/` is render's own way of asking; an {% include %} may write anything
+            if not index.isdigit() or int(index) >= len(self.layers):
+                raise TemplateNotFound(template)
             return self.layers[int(index)].get_source(environment, name)
         for layer in self.layers:
             try:
@@ -130,7 +134,7 @@ def environment(override: str | None = None,
         layers.insert(0, FileSystemLoader(override))
     if inline:
         layers.insert(0, InlineLoader(inline))
-    return SandboxedEnvironment(
+    return LimitedEnvironment(
         loader=LayeredLoader(layers),
         undefined=StrictUndefined,
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -174,13 +178,26 @@ def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
         except TemplateSyntaxError as exc:
             raise TemplateProblem(
                 f"{_at(exc.filename or exc.name, exc.lineno)}: {exc.message}") from None
+        except RecursionError:  # the parser and the compiler recurse per nesting level
+            candidates = [f"@{i}/{n}" for i in range(layers) for n in names]
+            raise TemplateProblem(f"{_at(_source_label(env, candidates), None)}: nested too "
+                                  f"deep to be read") from None
         try:
-            out[part] = template.render(ctx).strip()
+            out[part] = render_limited(template, ctx).strip()
         except UndefinedError as exc:
             raise TemplateProblem(f"{_error_location(template.filename)}: {exc.message} "
                                   f"(the {wave} wave on {channel}, {lang})") from None
+        except TemplateNotFound as exc:
+            raise TemplateProblem(f"{_error_location(template.filename)}: no template "
+                                  f"{exc.name!r} to include or import") from None
         except TemplateError as exc:
             raise TemplateProblem(f"{_error_location(template.filename)}: {exc}") from None
+        except RecursionError:
+            raise TemplateProblem(f"{_error_location(template.filename)}: calls nested too "
+                                  f"deep (a macro that calls itself?)") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a template does, its file and line
+            raise TemplateProblem(f"{_error_location(template.filename)}: "
+                                  f"{type(exc).__name__}: {exc}") from None
         if part == "txt":
             source = template.filename
     subject = " ".join(out["subject"].split()) if "subject" in out else None  # one header line
@@ -188,6 +205,16 @@ def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
     if check:
         check_limits(channel, lang, rendered, ctx, settings)
     return rendered
+
+
+def _source_label(env: Environment, names: list[str]) -> str | None:
+    """The file name (or inline label) of the first of `names` that exists."""
+    for name in names:
+        try:
+            return env.loader.get_source(env, name)[1]  # type: ignore[union-attr]
+        except TemplateNotFound:
+            continue
+    return None
 
 
 def _error_location(filename: str | None) -> str:

@@ -1,5 +1,7 @@
 """What a run shows in the Prefect UI: the plan as a table, a wave's outcome per channel,
-what happened and why (addresses masked), the wave runs a campaign scheduled.
+what happened and why (addresses masked), the wave runs a campaign scheduled, and the series
+report (promo/report: the per-wave table, attendance, the forecast and the picture, a PNG
+embedded as a `data:` URI so that the artifact needs no file server).
 
 Every figure comes from the ledger (or the preview, for waves to come); this module only
 lays them out.
@@ -7,19 +9,24 @@ lays them out.
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.ledger import Reason
 from flows.plan import CampaignPlan
 from flows.schedule import WaveRunAction
+from flows.store import find_event
 from promo.db import session_scope
 from promo.domain.event import EventSpec
 from promo.domain.names import EXPLAINED, OUTCOME_COLUMNS
+from promo.report.series import event_forecast, event_report, series_of
 from promo.settings import get_settings
 
 
@@ -41,7 +48,7 @@ def publish_outcomes(event_slug: str, wave: str, outcomes: dict[str, dict[str, i
 
 def publish_summary(event_slug: str, wave: str, outcomes: dict[str, dict[str, int]],
                      explained: list[Reason], later: datetime | None,
-                     follow_up: str | None) -> None:
+                     follow_up: str | None, footer: str = "") -> None:
     totals: Counter = Counter()
     for row in outcomes.values():
         totals.update(row)
@@ -66,6 +73,8 @@ def publish_summary(event_slug: str, wave: str, outcomes: dict[str, dict[str, in
         else:
             lines.append(f"Held messages are due from {later:%Y-%m-%d %H:%M} UTC: run the wave "
                          f"again then (deployed waves schedule it themselves).")
+    if footer:
+        lines += ["", footer]
     create_markdown_artifact(
         key=f"{dashed(event_slug)}-{dashed(wave)}-summary",
         markdown="\n".join(lines) + "\n",
@@ -122,3 +131,84 @@ def publish_nothing_sent(event_slug: str, wave: str, note: str) -> None:
         markdown=f"# {event_slug} · {wave}\n\nNothing sent: {note}.\n",
         description=f"{event_slug}, {wave}: nothing sent",
     )
+
+
+# the picture in the artifact: small enough for the API (about 60-90 kB of base64)
+ARTIFACT_DPI = 70
+
+
+def forecast_line(f: dict[str, Any] | None) -> str:
+    if f is None:
+        return "The event has started: no forecast."
+    if f["registered"] == 0:
+        return "**Forecast:** nobody has registered yet."
+    line = (f"**Forecast:** {f['expected']} of the {f['registered']} registered so far will come "
+            f"(80% range {f['low']}-{f['high']}); {f['note']}.")
+    more = f.get("with_registrations_to_come")
+    if more and more["registrations_to_come"]:
+        line += (f" With about {more['registrations_to_come']} more registrations to come "
+                 f"(as many as the series usually gets from now on): {more['expected']} "
+                 f"(80% range {more['low']}-{more['high']}).")
+    return line
+
+
+def report_markdown(slug: str, now: datetime, picture: bool = True) -> str:
+    """The event's report as markdown (addresses never appear: counts only)."""
+    from promo.report.plot import picture as draw  # matplotlib: only when a report is made
+
+    settings = get_settings()
+    with session_scope(settings.database_url) as s:
+        row = find_event(s, slug)
+        r = event_report(s, row, now, settings)
+        png = draw(s, row, now, settings, series_of(row), ARTIFACT_DPI) if picture else None
+        s.rollback()
+    came = ("attendance not known yet" if r["attended"] is None else
+            f"{r['attended']} came ({r['show_up_rate']:.0%}), {r['walk_ins']} walk-ins; "
+            f"{r['new_attendees']} new, {r['returning_attendees']} returning")
+    lines = [f"# {r['title']} · report", "",
+             (f"{r['event']}, series **{r['series']}**, {r['starts_at']} ({r['status']}); "
+             f"as of {now:%Y-%m-%d %H:%M} UTC"), "",
+             f"**Registered:** {r['registered']}; {came}.", ""]
+    if r["forecast"] is not None:
+        lines += [forecast_line(r["forecast"]), ""]
+    lines += [("| wave | channel | reached | posts | clicks | registrations | opt-outs | "
+              f"cost, {r['cost']['currency']} |"), "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for w in r["waves"]:
+        lines.append(f"| {w['wave']} | {w['channel']} | {w['reached']} | {w['posts']} | "
+                     f"{w['clicks']} | {w['registrations']} | {w['opt_outs']} | "
+                     f"{w['cost']:.2f} |")
+    for x in r["registrations_by"]:
+        if x["wave"] is None:
+            lines.append(f"| - | {x['channel'] or 'unattributed'} | | | | "
+                         f"{x['registrations']} | | |")
+    lines.append("")
+    if png is not None:
+        encoded = base64.b64encode(png).decode()
+        lines += [(f"![registrations over time and the series' history]"
+                  f"(data:image/png;base64,{encoded})"), ""]
+    return "\n".join(lines)
+
+
+def publish_report(slug: str, now: datetime) -> None:
+    """The event's report as a markdown artifact of the current flow run."""
+    create_markdown_artifact(key=f"{dashed(slug)}-report", markdown=report_markdown(slug, now),
+                             description=f"{slug}: what the waves did, who came, the forecast")
+
+
+def reminder_forecast(slug: str, now: datetime) -> str:
+    """The forecast line for the reminder wave's summary."""
+    with session_scope(get_settings().database_url) as s:
+        f = event_forecast(s, find_event(s, slug), now)
+        s.rollback()
+    return forecast_line(f)
+
+
+def report_hook(publish: Callable[[str, datetime], str | None], slug: str,
+                clock: datetime) -> str:
+    """The series report (promo/report) in the run's artifacts. A report is for reading: one
+    that cannot be made is logged and never fails the run that sends the messages."""
+    try:
+        return publish(slug, clock) or ""
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        get_run_logger().warning("%s: the report could not be made: %s", slug, exc)
+        return ""

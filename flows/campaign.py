@@ -40,8 +40,11 @@ from flows.artifacts import (
     publish_nothing_sent,
     publish_outcomes,
     publish_plan,
+    publish_report,
     publish_schedule,
     publish_summary,
+    reminder_forecast,
+    report_hook,
 )
 from flows.ledger import decided_waves, next_due, reasons, wave_outcomes
 from flows.plan import plan_campaign
@@ -205,7 +208,9 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
     deployment = follow_up_deployment or _own_wave_deployment()
     if later is not None and later < starts_at and deployment:
         follow_up = schedule_held(event_slug, wave, later, deployment)
-    publish_summary(event_slug, wave, outcomes, explained, later, follow_up)
+    publish_summary(event_slug, wave, outcomes, explained, later, follow_up,
+                    report_hook(reminder_forecast, event_slug, parse_now(clock))
+                    if wave == "reminder" else "")
     logger.info("%s %s: %s", event_slug, wave,
                 ", ".join(f"{k} {v}" for k, v in sorted(sent.items())) or "nothing due")
     if later is not None:
@@ -300,6 +305,7 @@ def campaign_flow(event_file: str, now: str | None = None, schedule: bool | None
             if w.send_at <= clock:
                 with tags(*wave_tags(spec.slug, w.name, w.spec.channels)):
                     results.append(run_wave(spec.slug, w.name, clock.isoformat()))
+    report_hook(publish_report, spec.slug, clock)
     failed = [r["failed"] for r in results if "failed" in r]
     if failed:
         return Failed(message="; ".join(failed))

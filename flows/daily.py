@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_table_artifact
 from prefect.states import Failed
 
+from flows.artifacts import publish_report, report_hook
 from flows.campaign import in_deployment, parse_now, run_wave
 from flows.ledger import decided_waves, next_due
 from flows.plan import WavePlan, plan_campaign
@@ -109,6 +110,8 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
                        "sent: " + (", ".join(f"{k} {v}" for k, v in
                                              sorted(result.get("sent", {}).items()))
                                    or "nothing due")})
+    for slug in dict.fromkeys(slug for slug, w in todo if w.name == "reminder"):
+        report_hook(publish_report, slug, clock)
     failed = [f"{r['event']} {r['wave']}" for r in results if "failed" in r]
     create_table_artifact(key="daily-reminders", table=report or [
         {"event": "-", "wave": "-", "action": "no reminder or missed wave today"}],

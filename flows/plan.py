@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from promo.domain.event import MAX_DAYS_BEFORE, EventSpec, WaveSpec
+from promo.domain.event import EventSpec
 from promo.domain.names import PROMOTIONAL_WAVES, WaveStatus
+from promo.domain.waves import MAX_DAYS_BEFORE, WaveSpec
 from promo.errors import PlanError
 
 # A late promotional wave is still sent at once when the next promotional wave is at

@@ -29,6 +29,7 @@ def save_event(session: Session, spec: EventSpec, source: Path | None = None) ->
     row.starts_at = spec.starts_at
     row.timezone = spec.timezone
     row.topic = spec.topic
+    row.series = spec.series_name
     row.language = spec.language
     row.definition = definition
     session.flush()

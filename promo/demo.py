@@ -25,6 +25,7 @@ from flows.plan import plan_campaign
 from flows.store import save_event
 from promo.db import dispose_engines, session_scope
 from promo.db.models import Event, Message, Registration
+from promo.demo_series import add_history
 from promo.domain.event import load_event
 from promo.domain.names import Status
 from promo.settings import get_settings, reset_settings
@@ -74,7 +75,8 @@ def prepare(folder: Path, contacts: int, now: datetime) -> Path:
         spec = load_event(path)
         previous = Event(slug="python-meetup-73", title="Moscow Python Meetup #73",
                          starts_at=now - timedelta(days=10), timezone="Europe/Moscow",
-                         topic="python", language="ru", definition={"slug": "python-meetup-73"})
+                         topic="python", series="python", language="ru",
+                         definition={"slug": "python-meetup-73"})
         s.add(previous)
         s.flush()
         announce_at = spec.wave_time(spec.campaign.announce)
@@ -90,6 +92,8 @@ def prepare(folder: Path, contacts: int, now: datetime) -> Path:
                                  "counts_for_caps": True, "attempts": 1, "updated_at": sent})
         if rows:
             s.execute(insert(Message), rows)
+        # the series before this meetup: its registrations and who came (promo report)
+        add_history(s, audience, previous)
         event = save_event(s, spec, path)
         followers = [c.id for c in audience if "python" in c.topics]
         early = rng.sample(followers, k=len(followers) // 12)

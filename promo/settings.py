@@ -7,22 +7,24 @@ channel then writes to the outbox).
 
 from __future__ import annotations
 
+import difflib
 import os
-import tomllib
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from promo.domain.names import DIRECT_CHANNELS
 from promo.domain.rules import Cap, SendWindow, parse_cap, parse_window
+from promo.settings_sources import TomlFile, check_environment, config_path
 
 # the default secret_key: public, so fine for the demo and tests, refused where links and
 # webhooks face the world (`Settings.require_own_secret`)
@@ -72,21 +74,26 @@ DEFAULT_QUIET_HOURS = {
 
 
 class Settings(BaseSettings):
+    # strict: a value of the wrong type is refused, not converted (`true` is not 1, "yes" is
+    # not a bool, "0.05" is not a price); nan and inf are no number an operator means
     model_config = SettingsConfigDict(
         env_prefix="PROMO_",
         toml_file="promo.toml",
         extra="forbid",
         env_nested_delimiter="__",
+        strict=True,
+        allow_inf_nan=False,
     )
 
     database_url: str = Field(
         "sqlite:///promo.db",
         description="SQLAlchemy URL; PostgreSQL (postgresql+psycopg://...) for several workers",
     )
-    outbox_dir: Path = Field(Path("outbox"), description="where the outbox channel writes")
+    outbox_dir: Path = Field(Path("outbox"), description="where the outbox channel writes",
+                             strict=False)  # TOML has no path type: a string is the way
     default_region: str = Field("RU", description="region for phone numbers without +country")
     default_timezone: str = Field("Europe/Moscow", description="when neither contact nor event says")
-    default_language: str = Field("ru")
+    default_language: Literal["ru", "en"] = Field("ru", description="the templates' languages")
 
     caps: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CAPS))
     quiet_hours: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_QUIET_HOURS))
@@ -185,19 +192,58 @@ class Settings(BaseSettings):
 
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone (like Europe/Moscow)") from None
+        # a name too long for a file name is an OSError
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"{value[:100]!r} is not an IANA time zone (like Europe/Moscow)"
+                             ) from None
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _check_sender(cls, value: str) -> str:
+        from email_validator import EmailNotValidError, validate_email
+
+        _, address = parseaddr(value)
+        try:
+            validate_email(address, check_deliverability=False)
+        except EmailNotValidError:
+            raise ValueError(f"{value[:200]!r} is not a sender like "
+                             f"'Event Promo <events@example.org>'") from None
+        return value
+
+    @field_validator("public_url", "sendgrid_host", "vk_api_url", "telegram_base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{value[:200]!r} is not an http(s) URL like https://promo.example.org")
         return value
 
     @field_validator("waves")
     @classmethod
     def _check_waves(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for name, wave in value.items():
-            if name not in ("announce", "last_call", "reminder"):
+        # checked now, by the rules an event file's campaign: is checked with, so that a bad
+        # wave is named here as the `waves` setting, not later as a fault of some event file
+        from pydantic import ValidationError
+
+        from promo.domain.names import WAVES
+        from promo.domain.waves import DEFAULT_WAVES, CampaignWaves
+
+        for name in value:
+            if name not in WAVES:
                 raise ValueError(f"unknown wave {name!r} (announce, last_call, reminder)")
-            unknown = set(wave) - {"days_before", "at", "channels", "mode"}
-            if unknown:
-                raise ValueError(f"waves.{name}: unknown field {min(unknown)!r}")
+        merged = {name: {**DEFAULT_WAVES[name], **value.get(name, {})} for name in WAVES}
+        try:
+            CampaignWaves.model_validate(merged)
+        except ValidationError as exc:
+            raise ValueError("; ".join(
+                ".".join(str(p) for p in e["loc"]) + ": " + e["msg"].removeprefix("Value error, ")
+                if e["loc"] else e["msg"].removeprefix("Value error, ")
+                for e in exc.errors())) from None
         return value
 
     @field_validator("quiet_hours")
@@ -231,11 +277,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("PROMO_CONFIG", "promo.toml"))
+        check_environment(settings_cls)
         return (
             init_settings,
             env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+            TomlFile(settings_cls, toml_file=config_path()),
         )
 
     def require_own_secret(self, what: str) -> None:
@@ -254,26 +300,37 @@ class Settings(BaseSettings):
         return {name: parse_window(text) for name, text in self.quiet_hours.items() if text}
 
 
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, list(Settings.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _problem(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "not a setting" + _did_you_mean(str(err["loc"][0]))
+    return f"{where}: {msg}"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; `reset_settings()` after changing the environment."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from promo.errors import UserError
 
+    source = os.environ.get("PROMO_CONFIG", "promo.toml")
     try:
         return Settings()
-    except tomllib.TOMLDecodeError as exc:
-        source = os.environ.get("PROMO_CONFIG", "promo.toml")
-        raise UserError(f"{source}: not valid TOML: {exc}") from None
     except ValidationError as exc:
-        source = os.environ.get("PROMO_CONFIG", "promo.toml")
         raise UserError(
             "invalid settings (from " + source + " or PROMO_* variables):\n"
-            + "\n".join(
-                f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
+            + "\n".join(f"  {_problem(err)}" for err in exc.errors())
         ) from None
+    except SettingsError as exc:  # a PROMO_* value the settings library cannot read
+        raise UserError(f"invalid settings in the environment: {exc}") from None
 
 
 def reset_settings() -> Settings:

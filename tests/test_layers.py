@@ -20,10 +20,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "promo.masking", "promo.secrets", "promo.tokens")),
     ("audiences", ("audiences",)),
     ("channels", ("channels",)),
+    # promo.report reads the store like flows.preview does: the flows and the CLI call it
     ("steps", ("flows", "flows.plan", "flows.decide", "flows.wave", "flows.send",
-               "flows.ledger", "flows.store", "flows.preview")),
+               "flows.ledger", "flows.store", "flows.preview", "promo.report")),
     ("flows", ("flows.campaign", "flows.daily", "flows.artifacts", "flows.schedule")),
-    ("top", ("promo.cli", "promo.webhooks", "promo.demo")),
+    ("top", ("promo.cli", "promo.webhooks", "promo.demo", "promo.demo_series")),
 ]
 RANK = {"domain": 0, "audiences": 1, "channels": 1, "steps": 2, "flows": 3, "top": 4}
 
@@ -110,6 +111,7 @@ def test_the_check_catches_a_wrong_import() -> None:
     assert layer_of("flows.campaign") == "flows"
     assert layer_of("promo.cli.campaign") == "top"
     assert layer_of("promo.domain.rules") == "domain"
+    assert layer_of("promo.report.series") == "steps"
     assert RANK[layer_of("flows.ledger")] > RANK[layer_of("channels.base")]
 
 

@@ -97,12 +97,16 @@ def _run(path: Path, slug: str | None, **kwargs) -> None:
     from audiences.importer import ImportRefused, run_import
     from flows.store import find_event
     from promo.db import session_scope
+    from promo.errors import UserError
 
     as_json = kwargs.pop("as_json")
     kwargs["now"] = _clock(kwargs.pop("now"))
     try:
         with session_scope() as s:
-            event = find_event(s, slug) if slug is not None else None
+            try:
+                event = find_event(s, slug) if slug is not None else None
+            except UserError as exc:
+                raise UserError(f"{path}: --event {slug}: {exc}") from None
             report = run_import(s, path, event=event, progress=None if as_json else _progress,
                                 **kwargs)
     except ImportRefused as refused:

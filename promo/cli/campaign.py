@@ -41,6 +41,9 @@ def demo(
                   "consent, opted out or registered. Ask why for anyone: "
                   f"promo why CONTACT-ID {EVENT_SLUG}  (with PROMO_DATABASE_URL=sqlite:///"
                   f"{folder / 'promo.db'})", highlight=False)
+    from promo.demo_series import show as show_series
+
+    show_series(folder, EVENT_SLUG, console)
     console.print(f"event file: {result['event_file']}")
     console.print(f"outbox:     {folder / 'outbox'}  (.eml for email, JSON lines for the rest)")
     console.print(f"database:   {folder / 'promo.db'}")

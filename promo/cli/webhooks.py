@@ -55,13 +55,13 @@ def serve(
 
     from promo.db import get_engine
     from promo.settings import get_settings
-    from promo.webhooks.app import create_app
+    from promo.webhooks.app import SERVER_OPTIONS, create_app
 
     settings = get_settings()
     settings.require_own_secret("serving the webhooks")
     get_engine(settings.database_url)  # migrate now, not on the first provider's request
     _print_urls()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", **SERVER_OPTIONS)
 
 
 @telegram_app.command("poll")

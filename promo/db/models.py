@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -114,6 +115,8 @@ class Event(Base):
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     timezone: Mapped[str] = mapped_column(String(64))
     topic: Mapped[str | None] = mapped_column(String(64), index=True)
+    # the series the event belongs to (the event file's `series:`, default its topic)
+    series: Mapped[str | None] = mapped_column(String(120), index=True)
     language: Mapped[str] = mapped_column(String(8))
     # the validated event description, as the YAML gave it
     definition: Mapped[dict] = mapped_column(JSON)
@@ -134,6 +137,28 @@ class Registration(Base):
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     attended: Mapped[bool | None] = mapped_column(Boolean)
     source: Mapped[str | None] = mapped_column(String(200))
+    # came without registering (a check-in list or an attendance update named them)
+    walk_in: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # what the registration platform passed on of the link the person came by, kept raw:
+    # the report attributes the registration from them (promo/report/attribution.py)
+    utm_source: Mapped[str | None] = mapped_column(String(200))
+    utm_medium: Mapped[str | None] = mapped_column(String(200))
+    utm_campaign: Mapped[str | None] = mapped_column(String(200))
+    utm_content: Mapped[str | None] = mapped_column(String(200))
+    short_link: Mapped[str | None] = mapped_column(String(300))
+
+
+class LinkClick(Base):
+    """One click on a short link (`/go/<event>/<channel>/<wave>`): clicks per wave and channel."""
+
+    __tablename__ = "link_clicks"
+    __table_args__ = (Index("ix_link_clicks_event", "event_id", "wave", "channel"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    wave: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    clicked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Message(Base):

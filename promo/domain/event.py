@@ -4,7 +4,7 @@ the file, the line, the field and what is wrong."""
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,58 +15,22 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from promo.domain.names import (
-    BROADCAST_CHANNELS,
-    PROMOTIONAL_WAVES,
-    WAVES,
-    ChannelLiteral,
-    WaveLiteral,
-)
+from promo.domain.names import WAVES, ChannelLiteral, WaveLiteral
+from promo.domain.waves import DEFAULT_WAVES, CampaignWaves, WaveSpec
 from promo.errors import EventError
 
-# no promotional message goes earlier than this before the event starts
-MAX_DAYS_BEFORE = 21
-
-
-class WaveSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    days_before: int | None = Field(None, ge=0)
-    at: time = time(11, 0)
-    channels: list[ChannelLiteral] = Field(min_length=1)
-    mode: Literal["fallback", "all"] = "fallback"
-
-    @field_validator("at", mode="before")
-    @classmethod
-    def _parse_at(cls, value: Any) -> Any:
-        if isinstance(value, int):  # YAML 1.1 reads an unquoted 11:00 as 660 (sexagesimal)
-            return time(value // 60, value % 60) if 0 <= value < 24 * 60 else value
-        if isinstance(value, str) and not re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", value.strip()):
-            raise ValueError("must be a time of day like \"11:00\"")
-        return value
-
-    @field_validator("channels")
-    @classmethod
-    def _unique_channels(cls, value: list[str]) -> list[str]:
-        seen = [c for i, c in enumerate(value) if c in value[:i]]
-        if seen:
-            raise ValueError(f"channel {seen[0]!r} is listed twice")
-        return value
-
-
-DEFAULT_WAVES: dict[str, dict[str, Any]] = {
-    "announce": {"days_before": 14, "at": "11:00", "channels": ["email", "vk", "telegram"],
-                 "mode": "fallback"},
-    "last_call": {"days_before": 3, "at": "11:00", "channels": ["email", "vk", "telegram", "sms"],
-                  "mode": "fallback"},
-    "reminder": {"days_before": 1, "at": "11:00", "channels": ["email", "sms", "vk", "telegram"],
-                 "mode": "all"},
-}
+# an event file is a page of YAML: aliases that expand past this many values are a "billion
+# laughs" bomb, not an event
+MAX_YAML_VALUES = 10_000
+# the years an event may start in: far enough for any plan, and room for the dates computed
+# around the start (the calendar entry's end, its zone's rules a year either side)
+YEARS = (1970, 9000)
 
 
 def _configured_waves() -> dict[str, dict[str, Any]]:
@@ -77,14 +41,8 @@ def _configured_waves() -> dict[str, dict[str, Any]]:
     return {name: {**DEFAULT_WAVES[name], **own.get(name, {})} for name in WAVES}
 
 
-class CampaignSpec(BaseModel):
+class CampaignSpec(CampaignWaves):
     """The waves of a campaign. A missing wave gets its default; `null` skips it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    announce: WaveSpec | None = None
-    last_call: WaveSpec | None = None
-    reminder: WaveSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -100,50 +58,28 @@ class CampaignSpec(BaseModel):
                 f"(announce, last_call) and a reminder"
             )
         merged: dict[str, Any] = {}
-        configured = _configured_waves()
+        configured: dict[str, dict[str, Any]] = {}
+
+        def defaults(name: str) -> dict[str, Any]:
+            # the settings are read only when a field is missing
+            if not configured:
+                configured.update(_configured_waves())
+            return configured[name]
+
         for name in WAVES:
             if name not in data:
-                merged[name] = configured[name]
+                merged[name] = defaults(name)
             elif data[name] is None:
                 merged[name] = None
             elif isinstance(data[name], dict):
                 wave = dict(data[name])
-                defaults = configured[name]
                 for key in ("days_before", "at", "mode", "channels"):
-                    wave.setdefault(key, defaults[key])
+                    if key not in wave:
+                        wave[key] = defaults(name)[key]
                 merged[name] = wave
             else:
                 merged[name] = data[name]
         return merged
-
-    @model_validator(mode="after")
-    def _rules(self) -> CampaignSpec:
-        if self.reminder is not None and self.reminder.days_before != 1:
-            raise ValueError("reminder.days_before must be 1: the reminder goes the day before")
-        if self.reminder is not None:
-            broadcast = [c for c in self.reminder.channels if c in BROADCAST_CHANNELS]
-            if broadcast:
-                raise ValueError(
-                    f"reminder.channels: {broadcast[0]} is a public post; the reminder goes "
-                    f"only to registrants, on direct channels"
-                )
-        for name in PROMOTIONAL_WAVES:
-            wave = getattr(self, name)
-            if wave is not None and wave.days_before is None:
-                raise ValueError(f"{name}.days_before: give the number of days before the event")
-            if wave is not None and wave.days_before > MAX_DAYS_BEFORE:
-                raise ValueError(
-                    f"{name}.days_before is {wave.days_before}: promotion starts no earlier "
-                    f"than {MAX_DAYS_BEFORE} days before the event"
-                )
-        if (self.announce and self.last_call
-                and self.announce.days_before < self.last_call.days_before):
-                raise ValueError("announce must come before last_call (more days_before)")
-        return self
-
-    def waves(self) -> dict[str, WaveSpec]:
-        """The waves that are on, in campaign order."""
-        return {name: getattr(self, name) for name in WAVES if getattr(self, name) is not None}
 
 
 class EventSpec(BaseModel):
@@ -158,6 +94,9 @@ class EventSpec(BaseModel):
     url: AnyHttpUrl | None = None
     registration_url: AnyHttpUrl
     topic: str = Field(min_length=1, max_length=64)
+    # the series whose audience the event builds (reports, the show-up forecast); default:
+    # the topic
+    series: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,119}$")
     language: Literal["ru", "en"] = "ru"
     description: str | None = None
     # a folder of templates that override the defaults (relative to the event file)
@@ -168,7 +107,7 @@ class EventSpec(BaseModel):
         Literal["ru", "en"], str | dict[Literal["subject", "txt", "html"], str]]]] | None = None
     campaign: CampaignSpec = Field(default_factory=lambda: CampaignSpec.model_validate({}))
     # the organizer called the event off: running the campaign again cancels its pending waves
-    cancelled: bool = False
+    cancelled: StrictBool = False
 
     @field_validator("campaign", mode="before")
     @classmethod
@@ -181,13 +120,28 @@ class EventSpec(BaseModel):
         # topics match contacts' topics, which imports store lower-cased
         return value.strip().lower()
 
+    @field_validator("series", mode="before")
+    @classmethod
+    def _series(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone (like Europe/Moscow)") from None
+        # a name too long for a file name is an OSError
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"{value[:100]!r} is not an IANA time zone (like Europe/Moscow)"
+                             ) from None
+        return value
+
+    @field_validator("starts_at", "ends_at", mode="before")
+    @classmethod
+    def _a_time(cls, value: Any) -> Any:
+        # a number is not a time (0 would be 1970), nor is `true`
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be a time like 2026-12-10T19:00:00+03:00")
         return value
 
     @field_validator("starts_at", "ends_at")
@@ -195,6 +149,8 @@ class EventSpec(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("needs a UTC offset, like 2026-12-10T19:00:00+03:00")
+        if value is not None and not YEARS[0] <= value.astimezone(UTC).year < YEARS[1]:
+            raise ValueError(f"the year {value.year} is out of range ({YEARS[0]}-{YEARS[1] - 1})")
         return value
 
     @model_validator(mode="after")
@@ -204,6 +160,11 @@ class EventSpec(BaseModel):
         if self.ends_at is not None and self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
         return self
+
+    @property
+    def series_name(self) -> str:
+        """The series the event belongs to: `series`, else its topic."""
+        return self.series or self.topic
 
     @property
     def zone(self) -> ZoneInfo:
@@ -219,12 +180,17 @@ class EventSpec(BaseModel):
         return datetime.combine(day, wave.at, tzinfo=self.zone)
 
 
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
-    """Maps each field path in the YAML document to its 1-based line."""
+def _line_index(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
+    """Maps each field path in the YAML document to its 1-based line. A node reached again
+    through an alias is not walked again: the index stays as small as the file."""
     lines: dict[tuple[Any, ...], int] = {}
+    seen: set[int] = set()
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
         lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 child = (*path, key.value)
@@ -234,29 +200,71 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
             for i, item in enumerate(node.value):
                 walk(item, (*path, i))
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
     if root is not None:
         walk(root, ())
     return lines
 
 
+def _expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """How many values the document holds once its aliases are expanded (counted per node
+    once, so a bomb is measured without being expanded), and the line of the largest."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a node that contains itself: counted once
+        if isinstance(node, yaml.MappingNode):
+            n = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(size(item) for item in node.value)
+        else:
+            n = 1
+        sizes[id(node)] = n
+        return n
+
+    return size(root), root.start_mark.line + 1
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """The document's data and its node tree (for the lines of errors)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            total, _ = _expanded_size(root)
+            if total > MAX_YAML_VALUES:
+                raise EventError(source, [
+                    (f"its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values: not "
+                     f"an event file (a YAML bomb?)")])
+        try:
+            return (loader.construct_document(root) if root is not None else None), root
+        except (ValueError, OverflowError) as exc:  # a date like 2026-13-45: YAML reads it
+            raise EventError(source, [f"not valid YAML: a value cannot be read ({exc})"]
+                             ) from None
+    finally:
+        loader.dispose()
+
+
 def parse_event(text: str, source: str = "<event>") -> EventSpec:
     try:
-        data = yaml.safe_load(text)
+        data, root = _load_yaml(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise EventError(source, [f"{where}not valid YAML: {problem}"]) from None
+    except RecursionError:
+        raise EventError(source, ["nested too deep to be an event file"]) from None
     if not isinstance(data, dict):
         raise EventError(source, ["the file must be a mapping of fields (slug:, title:, ...)"])
     try:
         return EventSpec.model_validate(data)
+    except RecursionError:
+        raise EventError(source, ["nested too deep to be an event file"]) from None
     except ValidationError as exc:
-        lines = _line_index(text)
+        lines = _line_index(root)
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))

@@ -41,19 +41,24 @@ class SendWindow:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
 
 
-_CAP_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*d\s*$")
+_CAP_RE = re.compile(r"^\s*([0-9]{1,7})\s*/\s*([0-9]{1,7})\s*d\s*$")
+# a window longer than ten years caps nothing a campaign could notice, and a much longer one
+# is past what a date can hold
+MAX_CAP_DAYS = 3660
 _WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 
 def parse_cap(text: str) -> Cap:
-    m = _CAP_RE.match(text)
+    m = _CAP_RE.match(text) if isinstance(text, str) else None
     if not m or int(m.group(2)) == 0:
         raise ValueError(f"{text!r} is not a cap like '3/7d' (3 messages per 7 days)")
+    if int(m.group(2)) > MAX_CAP_DAYS:
+        raise ValueError(f"{text!r}: a cap's window is at most {MAX_CAP_DAYS} days")
     return Cap(int(m.group(1)), timedelta(days=int(m.group(2))))
 
 
 def parse_window(text: str) -> SendWindow:
-    m = _WINDOW_RE.match(text)
+    m = _WINDOW_RE.match(text) if isinstance(text, str) else None
     if not m:
         raise ValueError(f"{text!r} is not a time window like '09:00-21:00'")
     h1, m1, h2, m2 = (int(g) for g in m.groups())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -12,8 +13,12 @@ from starlette.routing import Route
 from promo.db import get_engine
 from promo.settings import Settings, get_settings
 from promo.webhooks import PATHS, registrations, sendgrid, telegram, twilio, unsubscribe, vk
-from promo.webhooks.http import settings_of
+from promo.webhooks.http import MAX_HEAD, Limits, settings_of
 from promo.webhooks.links import SHORT_LINK_PATH, short_link_redirect
+
+# how `promo webhooks serve` runs uvicorn: h11 (its limits are the ones set here), reading a
+# request head of up to MAX_HEAD so that an over-long URL gets an answer (414), not a reset
+SERVER_OPTIONS = {"http": "h11", "h11_max_incomplete_event_size": MAX_HEAD}
 
 
 def configured(settings: Settings) -> dict[str, bool]:
@@ -60,6 +65,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(PATHS["registrations"], registrations.webhook, methods=["POST"]),
         Route(SHORT_LINK_PATH, short_link_redirect, methods=["GET"]),  # the SMS links
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(Limits)])
     app.state.settings = settings or get_settings()
     return app

@@ -16,14 +16,22 @@ sent), keyed with `registration_webhook_secret` (its UTF-8 bytes). The body:
      "name": "Анна", "language": "ru",      # used when the person is new
      "consent": ["email"],                 # channels the person agreed to on the form
      "registered_at": "2026-11-20T10:00:00+03:00",   # optional, default: now
-     "source": "timepad"}                  # optional, recorded with the registration
+     "source": "timepad",                  # optional, recorded with the registration
+     "utm_source": "sms", "utm_medium": "promotion",    # optional: the tags of the link the
+     "utm_campaign": "python-meetup-74",                #   person came by, as the platform
+     "utm_content": "last_call",                        #   passes them on (attribution)
+     "short_link": "https://promo.example.org/go/python-meetup-74/sms/last_call",
+     "attended": true}                     # optional: an attendance update (check-in at the
+                                           #   door); someone not registered is a walk-in
+
+An attendance update with the same `id` as the registration is its own delivery (it is not
+taken for a repeat of the registration).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import datetime
 from typing import Any
 
@@ -41,12 +49,13 @@ from audiences.contacts import (
     normalize_language,
     normalize_phone,
 )
+from audiences.import_layouts import ATTRIBUTION
 from audiences.privacy import forgotten_at
 from promo.db import session_scope
 from promo.db.models import Contact, Event, Registration, utcnow
 from promo.secrets import reveal
 from promo.settings import Settings
-from promo.webhooks.http import forbidden, settings_of
+from promo.webhooks.http import forbidden, json_body, settings_of
 from promo.webhooks.store import body_digest, dedupe_key, record_once, set_normalized
 
 PROVIDER = "registrations"
@@ -88,6 +97,8 @@ def _find_or_add_contact(s: Any, data: dict[str, Any], settings: Settings,
     if contact_id is not None:
         if not isinstance(contact_id, int) or isinstance(contact_id, bool):
             raise Refused("contact_id: expected a number")
+        if not 0 < contact_id < 2**63:  # what the store's ids can be
+            raise Refused(f"contact_id: no contact {str(contact_id)[:30]}")
         contact = s.get(Contact, contact_id)
         if contact is None:
             raise Refused(f"contact_id: no contact {contact_id}")
@@ -131,11 +142,31 @@ def _registered_at(data: dict[str, Any]) -> datetime:
     return at
 
 
+def _came_by(data: dict[str, Any]) -> dict[str, str | None]:
+    out = {}
+    for field in ATTRIBUTION:
+        value = _text(data, field)
+        limit = 300 if field == "short_link" else 200
+        if value is not None and len(value) > limit:
+            raise Refused(f"{field}: {len(value)} characters; at most {limit}")
+        out[field] = value
+    return out
+
+
+def _attended(data: dict[str, Any]) -> bool | None:
+    value = data.get("attended")
+    if value is None or isinstance(value, bool):
+        return value
+    raise Refused("attended: expected true or false")
+
+
 def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
     """Add the registration (once); raises Refused for a body that cannot be applied."""
     slug = _text(data, "event")
     if slug is None:
         raise Refused("event: the event's slug is required")
+    came_by = _came_by(data)
+    attended = _attended(data)
     consents = data.get("consent") or []
     if not isinstance(consents, list):
         raise Refused("consent: expected a list of channels")
@@ -143,7 +174,10 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
         channels = [check_channel(str(c)) for c in consents]
     except AddressError as exc:
         raise Refused(f"consent: {exc}") from None
-    key = dedupe_key(PROVIDER, slug, _text(data, "id") or body_digest(data))
+    delivery = _text(data, "id")
+    if delivery is not None and attended is not None:
+        delivery = f"{delivery}/attended={attended}"
+    key = dedupe_key(PROVIDER, slug, delivery or body_digest(data))
     with session_scope(settings.database_url) as s:
         event = s.scalar(select(Event).where(Event.slug == slug))
         if event is None:
@@ -158,12 +192,25 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
         registration = s.scalar(select(Registration).where(
             Registration.event_id == event.id, Registration.contact_id == contact.id))
         created = registration is None
+        walk_in = created and attended is True and "registered_at" not in data
         if created:
-            s.add(Registration(event_id=event.id, contact_id=contact.id, registered_at=at,
-                               source=source))
-        normalized = {"kind": "registration", "event": slug, "contact_id": contact.id,
+            # someone who came without registering is a walk-in, "registered" at the door
+            registration = Registration(
+                event_id=event.id, contact_id=contact.id,
+                registered_at=event.starts_at if walk_in else at, source=source,
+                walk_in=walk_in, attended=attended, **came_by)
+            s.add(registration)
+        else:
+            if attended is not None:
+                registration.attended = attended
+            if registration.utm_source is None and registration.short_link is None \
+                    and any(came_by.values()):
+                for field, value in came_by.items():
+                    setattr(registration, field, value)
+        normalized = {"kind": "attendance" if attended is not None else "registration",
+                      "event": slug, "contact_id": contact.id,
                       "new_contact": new_contact, "new_registration": created,
-                      "consent": channels}
+                      "walk_in": walk_in, "attended": attended, "consent": channels}
         set_normalized(s, key, normalized)
     return {"outcome": "applied", **normalized}
 
@@ -173,9 +220,8 @@ async def webhook(request: Request) -> Response:
     body = await request.body()
     if not signature_ok(settings, body, request.headers):
         return forbidden(PROVIDER, f"a registration with a missing or wrong {SIGNATURE_HEADER}")
-    try:
-        data = json.loads(body)
-    except ValueError:
+    data = json_body(body)
+    if data is None:
         return PlainTextResponse("the body is not JSON", status_code=400)
     if not isinstance(data, dict):
         return PlainTextResponse("expected a JSON object", status_code=400)

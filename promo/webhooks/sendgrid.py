@@ -8,7 +8,6 @@ turn on "Signed Event Webhook Requests" and copy its verification key into
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import lru_cache
 from typing import Any
@@ -28,7 +27,7 @@ from promo.db.models import Contact, Message, utcnow
 from promo.domain.names import Delivery
 from promo.settings import Settings
 from promo.webhooks.consent import opt_out
-from promo.webhooks.http import forbidden, settings_of
+from promo.webhooks.http import as_dict, forbidden, json_body, settings_of
 from promo.webhooks.store import (
     DeliveryEvent,
     body_digest,
@@ -119,7 +118,7 @@ def _find_message(session: Session, parsed: DeliveryEvent) -> Message | None:
 
 def parse_event(event: dict[str, Any]) -> DeliveryEvent:
     """One event of SendGrid's batch as a delivery event."""
-    key = event.get(LEDGER_KEY_ARG) or (event.get("unique_args") or {}).get(LEDGER_KEY_ARG)
+    key = event.get(LEDGER_KEY_ARG) or as_dict(event.get("unique_args")).get(LEDGER_KEY_ARG)
     return DeliveryEvent(PROVIDER, str(event.get("event")), Delivery(_status(event)),
                          _detail(event), provider_message_id=event.get("sg_message_id"),
                          ledger_key=str(key) if key else None, raw=event)
@@ -184,9 +183,8 @@ async def events(request: Request) -> Response:
     body = await request.body()
     if not signature_ok(settings, body, request.headers):
         return forbidden(PROVIDER, "event batch with a missing or wrong signature")
-    try:
-        batch = json.loads(body)
-    except ValueError:
+    batch = json_body(body)
+    if batch is None:
         return PlainTextResponse("the body is not JSON", status_code=400)
     if isinstance(batch, dict):
         batch = [batch]

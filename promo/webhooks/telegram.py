@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -31,7 +30,7 @@ from promo.secrets import reveal
 from promo.settings import Settings
 from promo.tokens import read_link_token
 from promo.webhooks.consent import opt_in, opt_out
-from promo.webhooks.http import forbidden, settings_of
+from promo.webhooks.http import as_dict, forbidden, json_body, settings_of
 from promo.webhooks.store import body_digest, dedupe_key, record_once, set_normalized
 
 PROVIDER = "telegram"
@@ -78,7 +77,7 @@ def _command(message: dict[str, Any]) -> tuple[str, str] | None:
     text = message.get("text")
     if not isinstance(text, str) or not text.startswith("/"):
         return None
-    if (message.get("chat") or {}).get("type") != "private":
+    if as_dict(message.get("chat")).get("type") != "private":
         return None
     word, _, arg = text.strip().partition(" ")
     return word.split("@")[0].lower(), arg.strip()
@@ -99,17 +98,18 @@ def _link_chat(session: Any, contact: Contact, chat_id: int) -> None:
 
 def handle_update(settings: Settings, update: dict[str, Any]) -> dict[str, Any]:
     """Apply one update; `reply` is what the bot should answer (None: nothing)."""
-    message = update.get("message") or {}
-    member = update.get("my_chat_member") or {}
+    # a field of another shape than Telegram's is as good as absent
+    message = as_dict(update.get("message"))
+    member = as_dict(update.get("my_chat_member"))
     command = _command(message) if message else None
-    blocked = (member.get("new_chat_member") or {}).get("status") == "kicked"
+    blocked = as_dict(member.get("new_chat_member")).get("status") == "kicked"
     if command is None and not blocked:
         return {"outcome": "ignored", "reply": None}
     if command is not None and command[0] not in ("/start", "/stop"):
         return {"outcome": "ignored", "reply": None}
-    chat_id = (message or member).get("chat", {}).get("id")
-    sender = (message or member).get("from") or {}
-    if not isinstance(chat_id, int):
+    chat_id = as_dict((message or member).get("chat")).get("id")
+    sender = as_dict((message or member).get("from"))
+    if not isinstance(chat_id, int) or isinstance(chat_id, bool):
         return {"outcome": "ignored", "reply": None}
     key = dedupe_key(PROVIDER, update.get("update_id", body_digest(update)))
     now = utcnow()
@@ -155,10 +155,7 @@ async def webhook(request: Request) -> Response:
     settings = settings_of(request)
     if not secret_ok(settings, request.headers):
         return forbidden(PROVIDER, "an update with a missing or wrong secret token header")
-    try:
-        update = json.loads(await request.body())
-    except ValueError:
-        update = None
+    update = json_body(await request.body())
     if not isinstance(update, dict):
         return PlainTextResponse("not an update", status_code=400)
     result = await run_in_threadpool(handle_update, settings, update)

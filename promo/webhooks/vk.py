@@ -11,7 +11,6 @@ VK wants the body `ok` for every event, or it delivers the event again.
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +24,7 @@ from promo.secrets import reveal
 from promo.settings import Settings
 from promo.tokens import read_link_token
 from promo.webhooks.consent import opt_in, opt_out
-from promo.webhooks.http import forbidden, settings_of
+from promo.webhooks.http import as_dict, forbidden, json_body, settings_of
 from promo.webhooks.store import body_digest, dedupe_key, record_once, set_normalized
 
 PROVIDER = "vk"
@@ -65,7 +64,7 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
     """
     kind = data.get("type")
     action = ACTIONS[kind]
-    obj = data.get("object") or {}
+    obj = as_dict(data.get("object"))
     user_id = obj.get("user_id")
     key = dedupe_key(PROVIDER, data.get("event_id") or body_digest(data))
     raw = {k: v for k, v in data.items() if k != "secret"}  # the secret is not stored
@@ -74,7 +73,7 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
         if not record_once(s, PROVIDER, key, raw):
             return {"outcome": "duplicate"}
         contact = None
-        if isinstance(user_id, int):
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
             contact = find_contact(s, "vk_id", user_id)
             link = obj.get("key")
             if contact is None and action == "opt_in" and isinstance(link, str):
@@ -97,10 +96,10 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
 
 async def callback(request: Request) -> Response:
     settings = settings_of(request)
-    try:
-        data = json.loads(await request.body())
-    except ValueError:
-        data = None
+    # VK puts the secret inside the JSON: it cannot be checked before parsing. The body is
+    # size-limited before it is read (http.Limits), parsed safely (json_body), and nothing
+    # else is looked at before the secret checks out.
+    data = json_body(await request.body())
     if not isinstance(data, dict):
         return forbidden(PROVIDER, "a body that is not a Callback API event")
     if data.get("type") == "confirmation":
