@@ -159,7 +159,8 @@ def main() -> None:
         rows = s.execute(select(Message.id, Message.channel, Message.status, Message.contact_id)
                          .where(Message.event_id == event_id)).all()
     got = {
-        "email": Counter(int(m["to"][0][1:].split("@")[0]) for m in fakes["email"].received),
+        "email": Counter(int(to[1:].split("@")[0]) for m in fakes["email"].received
+                         for to in m["to"]),
         "sms": Counter(int(m["to"][5:]) for m in fakes["twilio"].received),
         "vk": Counter(m["peer_id"] - 500000 for m in fakes["vk"].received),
         "telegram": Counter(m["chat_id"] - 800000 for m in fakes["telegram"].received),
