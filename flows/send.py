@@ -155,13 +155,15 @@ def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | Non
 
 
 def group_size(channel: Channel) -> int:
-    """How many messages are claimed at once: about half a second of the provider account's
-    calls (at least one, at most what `concurrency` calls carry), so that after a crash only
-    what was in flight, or next in line, is in doubt. The outbox, with no pace, writes 200."""
-    most = max(1, channel.concurrency * channel.max_batch)
+    """How many messages are claimed at once: what `concurrency` provider calls carry, and
+    no more calls than about half a second of the account's pace, so that after a crash only
+    what was in flight, or next in line, is in doubt. A call may carry several messages
+    (SendGrid personalizations, VK peers with the same text): the batch caps the group. The
+    outbox, with no pace, writes 200 at a time."""
     if channel.limiter is None:
-        return min(most, 200)
-    return max(1, min(most, math.ceil(channel.limiter.rate * GROUP_SECONDS)))
+        return min(max(1, channel.concurrency * channel.max_batch), 200)
+    calls = max(1, min(channel.concurrency, math.ceil(channel.limiter.rate * GROUP_SECONDS)))
+    return calls * channel.max_batch
 
 
 GROUP_SECONDS = 0.5
