@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     # channels, mode (e.g. [waves.announce] days_before = 10); the event file overrides these
     waves: dict[str, dict[str, Any]] = Field(default_factory=dict)
     send_batch_size: int = Field(500, ge=1, le=10_000)
+    # the monthly digest (flows/digest.py): never within this many days of a promotional wave
+    # a person got or will get for an event it lists; its channels (email and public posts)
+    digest_spacing_days: int = Field(3, ge=0, le=60)
+    digest_channels: list[Literal["email", "vk_wall", "telegram_channel"]] = Field(
+        default_factory=lambda: ["email", "vk_wall", "telegram_channel"])
 
     # content checks and the plan's cost estimate (channels/render.py, channels/samples.py)
     max_sms_segments: int = Field(2, ge=1, le=10, description="an SMS template longer is refused")
