@@ -36,7 +36,13 @@ from flows.store import event_spec
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, Event, Message, Registration, utcnow
 from promo.domain.event import EventSpec
-from promo.domain.names import BROADCAST_CHANNELS, PROMOTIONAL_WAVES, ChannelName, Status
+from promo.domain.names import (
+    BROADCAST_CHANNELS,
+    DIGEST,
+    PROMOTIONAL_WAVES,
+    ChannelName,
+    Status,
+)
 from promo.domain.rules import add_to_history, judge, next_send_time
 from promo.settings import Settings
 from promo.tokens import unsubscribe_url
@@ -96,7 +102,8 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
         elif contact is None:
             blocked = "contact forgotten"
         else:
-            blocked = contact_block(contact, consents.get((contact.id, row.channel)), row.channel)
+            blocked = contact_block(contact, consents.get((contact.id, row.channel)), row.channel,
+                                    row.wave)
         tz = (contact.timezone if contact is not None else None) or spec.timezone
         verdict = judge(
             row.channel, now, next_send_time(now, tz, window), spec.starts_at,
@@ -132,7 +139,9 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
 def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | None,
             invitations: Invitations) -> OutgoingMessage:
     lang = pick_language(c.language, spec, settings.default_language)
-    unsub = unsubscribe_url(settings, c.contact_id, c.channel) if c.contact_id else None
+    # the digest's own link unsubscribes from the digest only (its page offers everything)
+    unsub = (unsubscribe_url(settings, c.contact_id, DIGEST if c.wave == DIGEST else c.channel)
+             if c.contact_id else None)
     ctx = context(spec, c.wave, c.channel, name=c.name, tz=c.timezone, lang=lang,
                   unsubscribe_url=unsub, settings=settings)
     r = render(spec, c.wave, c.channel, lang, ctx, override, settings=settings)
