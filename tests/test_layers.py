@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # promo.report reads the store like flows.preview does: the flows and the CLI call it
     ("steps", ("flows", "flows.plan", "flows.decide", "flows.wave", "flows.send",
                "flows.ledger", "flows.store", "flows.preview", "promo.report")),
-    ("flows", ("flows.campaign", "flows.daily", "flows.artifacts", "flows.schedule")),
+    ("flows", ("flows.campaign", "flows.daily", "flows.digest_flow", "flows.artifacts",
+               "flows.schedule")),
     ("top", ("promo.cli", "promo.webhooks", "promo.demo", "promo.demo_series")),
 ]
 RANK = {"domain": 0, "audiences": 1, "channels": 1, "steps": 2, "flows": 3, "top": 4}

@@ -1,5 +1,6 @@
 """The `promo` command line: what an organizer does by hand. One module per command group
-(`promo.cli.campaign`, `events`, `audiences`, `attendance`, `report`, `webhooks`, `preview`),
+(`promo.cli.campaign`, `events`, `audiences`, `attendance`, `report`, `digest`, `webhooks`,
+`preview`),
 all printing through `promo.cli.output`; this module only assembles them."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from promo.cli import attendance, audiences, campaign, events, preview, report, webhooks
+from promo.cli import attendance, audiences, campaign, digest, events, preview, report, webhooks
 from promo.cli.output import err
 from promo.errors import ConfigurationError, UserError
 
@@ -32,6 +33,7 @@ app.add_typer(webhooks.telegram_app, name="telegram")
 app.command("preview")(preview.preview)
 app.add_typer(attendance.attendance_app, name="attendance")
 app.command("report")(report.report)
+app.add_typer(digest.digest_app, name="digest")
 
 
 DEBUG_HELP = "run with --debug (or PROMO_DEBUG=1) for the traceback"
