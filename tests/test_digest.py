@@ -7,8 +7,8 @@ from __future__ import annotations
 import email
 import json
 import re
-from email.header import decode_header, make_header
 from datetime import datetime, timedelta
+from email.header import decode_header, make_header
 from pathlib import Path
 from zoneinfo import ZoneInfo
 

@@ -36,7 +36,10 @@ def upgrade_old_store(url: str) -> None:
             "SELECT walk_in, utm_source FROM registrations")).one()
         assert walk_in in (False, 0) and source is None
         assert conn.execute(text("SELECT count(*) FROM link_clicks")).scalar_one() == 0
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        # 0003: an old event is an event (not a digest), an old contact follows the consent
+        assert conn.execute(text("SELECT kind FROM events")).scalar_one() == "event"
+        assert conn.execute(text("SELECT digest FROM contacts")).scalar_one() is None
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
     engine.dispose()
 
 
