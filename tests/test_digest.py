@@ -245,3 +245,35 @@ def test_the_digest_only_unsubscribe(series: dict[str, int], store: Path,
                          "--now", january.isoformat()).stdout)
     announce = [d for d in why["decisions"] if d["wave"] == "announce"]
     assert announce and announce[0]["channel"] == "email" and announce[0]["status"] == "planned"
+
+
+def test_the_subscription_by_import_and_by_the_registration_webhook(store: Path) -> None:
+    from audiences.import_report import ImportRefused
+    from audiences.importer import run_import
+    from promo.webhooks.registrations import handle
+
+    add_event(store, "ms-3", datetime(2027, 1, 14, 19, 0, tzinfo=MSK))
+    path = store / "people.csv"
+    path.write_text("email,topics,consent,digest\n"
+                    "only@example.org,python,,yes\n"  # the digest only: no email consent
+                    "none@example.org,python,email,no\n"
+                    "plain@example.org,python,email,\n", encoding="utf-8")
+    with session_scope() as s:
+        report = run_import(s, path, now=NOW)
+    assert not report.problems
+    bad = store / "bad.csv"
+    bad.write_text("email,digest\nx@example.org,maybe\n", encoding="utf-8")
+    with pytest.raises(ImportRefused) as refused, session_scope() as s:
+        run_import(s, bad, now=NOW)
+    assert "bad.csv:2: digest: 'maybe' is not yes or no" in str(refused.value)
+    handle(get_settings(), {"event": "ms-3", "email": "form@example.org", "digest": True,
+                            "registered_at": NOW.isoformat()})
+    with session_scope() as s:
+        got = {c.email: c.digest for c in s.scalars(select(Contact))}
+        assert "x@example.org" not in got  # a broken file changes nothing
+        assert got == {"only@example.org": True, "none@example.org": False,
+                       "plain@example.org": None, "form@example.org": True}
+        data = preview_digest(s, SERIES, NOW, get_settings())
+    # the digest-only person and the one from the form (registered, no email consent) get
+    # it, the one who said no does not, the plain one by their email consent
+    assert data["outcomes"]["email"] == {"planned": 3, "suppressed": 1}
