@@ -254,3 +254,20 @@ def override_of(session: Session, spec: DigestSpec) -> str | None:
         if folder:
             return folder
     return None
+
+
+def claim_spacing(session: Session, rows: list[Message], events: dict[int, EventSpec],
+                  now: datetime, settings: Settings
+                  ) -> tuple[dict[int, list[tuple[datetime, str]]], timedelta | None]:
+    """For the send-time claim (`flows.send.claim`): the promotional waves near each digest
+    row's contact now, and the spacing, so that `judge` checks the digest's room for the
+    campaign waves again when it goes, like the caps."""
+    near: dict[int, list[tuple[datetime, str]]] = {}
+    for event_id in {r.event_id for r in rows if r.wave == DIGEST}:
+        spec = events[event_id]
+        if isinstance(spec, DigestSpec):
+            ids = [r.contact_id for r in rows
+                   if r.event_id == event_id and r.contact_id is not None]
+            for cid, times in near_waves(session, spec, now, ids).items():
+                near.setdefault(cid, []).extend(times)
+    return near, (timedelta(days=settings.digest_spacing_days) if near else None)

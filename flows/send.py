@@ -31,6 +31,7 @@ from channels.context import context, pick_language
 from channels.mail import Attachment, Invitations, email_extras
 from channels.render import TemplateProblem, render
 from flows import ledger
+from flows.digest import claim_spacing
 from flows.ledger import Outcome
 from flows.store import event_spec
 from promo.db import session_scope
@@ -89,6 +90,8 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
         ledger.load_histories(session, now, span, contact_ids, include_planned=False)
         if span else {}
     )
+    # the digest's room for the campaign waves, judged again like the caps
+    near, spacing = claim_spacing(session, rows, events, now, settings)
     claimed: list[Claimed] = []
     stamp = utcnow()
     for row in sorted(rows, key=lambda r: (r.contact_id or 0, r.id)):
@@ -113,6 +116,7 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
             history=(histories.setdefault(contact.id, {})
                      if contact is not None and row.counts_for_caps else None),
             caps=caps, predict=False,
+            near=near.get(row.contact_id, ()) if row.wave == DIGEST else (), spacing=spacing,
         )
         if verdict.status is not Status.planned:
             held_until = {"send_at": verdict.at} if verdict.status is Status.deferred else {}

@@ -277,3 +277,30 @@ def test_the_subscription_by_import_and_by_the_registration_webhook(store: Path)
     # the digest-only person and the one from the form (registered, no email consent) get
     # it, the one who said no does not, the plain one by their email consent
     assert data["outcomes"]["email"] == {"planned": 3, "suppressed": 1}
+
+
+def test_the_send_time_claim_keeps_the_spacing_too(series: dict[str, int]) -> None:
+    """Decided on Monday, sent after an announce went out meanwhile: the claim's `judge`
+    sees the announce and holds the digest back, with the same reason the planner gives."""
+    from flows.digest import compose, save_digest
+    from flows.send import send_batch
+    from flows.wave import due_batches, prepare_wave
+
+    settings = get_settings()
+    with session_scope() as s:
+        spec, _ = compose(s, SERIES, NOW, settings)
+        save_digest(s, spec)
+    prepared = prepare_wave(spec.slug, "digest", NOW, settings)
+    assert prepared.new_decisions["email"]["planned"] == 3
+    later = NOW + timedelta(days=2)
+    with session_scope() as s:
+        ms3 = find_event(s, "ms-3")
+        s.add(Message(key="ms-3/announce/anna/email", event_id=ms3.id, wave="announce",
+                      contact_id=series["anna"], channel="email", status="sent",
+                      send_at=later - timedelta(days=1), sent_at=later - timedelta(days=1),
+                      counts_for_caps=True, attempts=1))
+    for _, ids in due_batches(spec.slug, "digest", later, settings):
+        send_batch(ids, later, settings)
+    rows = ledger(spec.slug)
+    assert rows[(series["anna"], "email")] == ("capped", "within 3 days of the announce of ms-3")
+    assert rows[(series["dina"], "email")][0] == "sent"
