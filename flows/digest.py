@@ -92,6 +92,10 @@ def compose(session: Session, series: str, now: datetime, settings: Settings
 def save_digest(session: Session, spec: DigestSpec) -> Event:
     """The digest's events row (kind `digest`), created once per series and month; a later
     run of the same month keeps what it lists up to date."""
+    definition = spec.model_dump(mode="json")
+    folder = override_of(session, spec)
+    if folder:  # send_batch renders with the row's folder, like an event's
+        definition["_templates_dir"] = folder
     row = session.scalar(select(Event).where(Event.slug == spec.slug))
     if row is None:
         row = Event(slug=spec.slug, kind="digest")
@@ -100,10 +104,7 @@ def save_digest(session: Session, spec: DigestSpec) -> Event:
         raise UserError(f"an event is already called {spec.slug!r}: rename it to run the digest")
     row.title, row.starts_at, row.timezone = spec.title, spec.starts_at, spec.timezone
     row.topic, row.series, row.language = None, None, spec.language
-    row.definition = spec.model_dump(mode="json")
-    folder = override_of(session, spec)
-    if folder:  # send_batch renders with the row's folder, like an event's
-        row.definition["_templates_dir"] = folder
+    row.definition = definition  # whole: a JSON column does not see changes inside it
     session.flush()
     return row
 

@@ -304,3 +304,43 @@ def test_the_send_time_claim_keeps_the_spacing_too(series: dict[str, int]) -> No
     rows = ledger(spec.slug)
     assert rows[(series["anna"], "email")] == ("capped", "within 3 days of the announce of ms-3")
     assert rows[(series["dina"], "email")][0] == "sent"
+
+
+def test_the_event_file_fields_and_their_errors(store: Path) -> None:
+    from promo.domain.event import parse_event
+    from promo.errors import EventError
+
+    base = write_event(store, datetime(2026, 11, 5, 19, 0, tzinfo=MSK)).read_text()
+    spec = parse_event(base + RECORDINGS)
+    assert [(r.title, str(r.url)) for r in spec.recordings] == [
+        (None, "https://video.example.org/ms-1/keynote"),
+        ("Async in practice", "https://video.example.org/ms-1/async")]
+    assert str(spec.links.slides) == "https://slides.example.org/ms-1" and spec.links.photos is None
+    with pytest.raises(EventError) as bad:
+        parse_event(base + "recordings:\n  - not a url\n", "ev.yaml")
+    assert "line 10: recordings.0.url" in str(bad.value)
+    with pytest.raises(EventError) as bad:
+        parse_event(base + "links: {video: https://x.org}\n", "ev.yaml")
+    assert "line 9: links.video: is not a known field" in str(bad.value)
+
+
+def test_an_overridden_digest_template_is_used_and_checked(store: Path,
+                                                           prefect_api: None) -> None:
+    folder = store / "texts" / "digest"
+    folder.mkdir(parents=True)
+    for name in ("vk_wall.ru.txt.j2", "telegram_channel.ru.txt.j2"):
+        (folder / name).write_text("Наш дайджест {{ month }}: {{ upcoming[0].title }}\n")
+    add_event(store, "ms-3", datetime(2027, 1, 14, 19, 0, tzinfo=MSK), "templates: texts\n")
+    people({"anna": {}})
+    digest_flow(SERIES, NOW.isoformat())
+    wall = json.loads(
+        (store / "outbox" / "vk_wall" / "digest-moscow-python-2026-12.jsonl").read_text())
+    assert wall["text"] == "Наш дайджест 2026-12: Moscow Python Meetup #74"
+    # a broken override is refused before anything is stored or sent, naming the file
+    (folder / "vk_wall.ru.txt.j2").write_text("{{ upcoming[0].nope }}\n")
+    add_event(store, "ms-4", datetime(2027, 2, 11, 19, 0, tzinfo=MSK), "templates: texts\n")
+    bad = CliRunner().invoke(app, ["digest", "run", "--series", SERIES, "--now",
+                                   datetime(2027, 1, 4, 11, 0, tzinfo=MSK).isoformat()])
+    assert "vk_wall.ru.txt.j2" in str(bad.exception) or "vk_wall.ru.txt.j2" in bad.output
+    with session_scope() as s:
+        assert s.scalar(select(Event).where(Event.slug == "digest-moscow-python-2027-01")) is None
