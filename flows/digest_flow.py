@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, tags
+from prefect.states import Failed
 from sqlalchemy import select
 
 from channels.samples import sample_check
@@ -20,6 +21,7 @@ from flows.digest import compose, override_of, save_digest
 from promo.db import session_scope
 from promo.db.models import Event
 from promo.domain.names import DIGEST
+from promo.errors import UserError
 from promo.settings import get_settings
 
 
@@ -43,8 +45,19 @@ def digest_flow(series: str | None = None, now: str | None = None) -> dict[str, 
     upcoming events and the past month's recordings, to the series' audience, once a month.
     A month with nothing to say sends nothing and says so."""
     clock = parse_now(now)
-    results = [_one(name, clock.isoformat()) for name in ([series] if series else all_series())]
-    return results[0] if series else {"digests": results}
+    if series:
+        return _one(series, clock.isoformat())
+    results = []
+    for name in all_series():
+        try:
+            results.append(_one(name, clock.isoformat()))
+        except UserError as exc:  # one series' broken template must not stop the others'
+            get_run_logger().error("%s: %s", name, exc)
+            results.append({"series": name, "digest": None, "failed": str(exc), "sent": {}})
+    failed = [f"{r['series']}: {r['failed']}" for r in results if r.get("failed")]
+    if failed:
+        return Failed(message="; ".join(failed))
+    return {"digests": results}
 
 
 def _one(series: str, clock: str) -> dict[str, Any]:

@@ -200,6 +200,9 @@ def test_a_month_with_nothing_to_say_sends_nothing(store: Path, prefect_api: Non
     assert "nothing to say" in out
     result = digest_flow(SERIES, NOW.isoformat())
     assert result["digest"] is None and "no digest is sent" in result["note"]
+    # the deployment's run, for every series in the store, says the same
+    (every,) = digest_flow(None, NOW.isoformat())["digests"]
+    assert every["series"] == SERIES and every["digest"] is None
     with session_scope() as s:
         assert s.scalar(select(Event).where(Event.kind == "digest")) is None
         assert s.scalar(select(Message)) is None
