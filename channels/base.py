@@ -150,6 +150,9 @@ class OutgoingMessage:
     attachments: list[tuple[str, str, bytes]] = field(default_factory=list)  # name, type, data
     event_slug: str = ""
     wave: str = ""
+    # the recipient's own values the text was rendered with (name, unsubscribe link): a
+    # provider that substitutes per recipient (SendGrid) sends one content for many
+    personal: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """Email through SendGrid's v3 Mail Send, with the official `sendgrid` SDK.
 
-One request per message: every email is rendered for its recipient (name, signed
-unsubscribe link), so personalizations of one request could not share the content.
-HTML with the plain-text part first, the `List-Unsubscribe` headers, and custom_args
-carrying the ledger key (SendGrid echoes them in its Event Webhook). The reply's
-`X-Message-Id` is the provider message id.
+Every email is rendered for its recipient (name, signed unsubscribe link). Emails whose
+content differs only in those values go together, up to 1,000 a request: one content
+with a token where each value was, and a personalization per recipient with the values
+as substitutions, its `List-Unsubscribe` headers, and custom_args carrying the ledger key
+(SendGrid echoes them in its Event Webhook). An email is grouped only when substituting
+its values back gives exactly what was rendered for it (`personalize`); any other goes in
+a request of its own. HTML with the plain-text part first. The reply's `X-Message-Id` is
+the provider message id (one per request; the webhook finds a message by its key).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from email.utils import parseaddr
 from http.client import HTTPException
 from typing import ClassVar
 
+from markupsafe import escape
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 from python_http_client.exceptions import HTTPError
@@ -87,9 +91,53 @@ def missing(channel: str, settings: Settings) -> str | None:
     return None  # one key: set or not
 
 
+MAX_PERSONALIZATIONS = 1000  # SendGrid's limit per request
+
+
+def _tokens(field: str) -> tuple[str, str]:
+    # as the text and as the HTML (autoescaped) carry the value
+    # (neither a part of the other: SendGrid substitutes them in an order of its own)
+    return f"-promo-{field}-", f"-promo-html-{field}-"
+
+
+def substitute(text: str, substitutions: dict[str, str]) -> str:
+    """What SendGrid does with a personalization's substitutions: each key replaced by its
+    value wherever it occurs."""
+    for key, value in substitutions.items():
+        text = text.replace(key, value)
+    return text
+
+
+def personalize(m: OutgoingMessage) -> tuple[tuple[str, str, str], dict[str, str]] | None:
+    """The email's subject, text and HTML with a token for each of the recipient's own
+    values, and the substitutions that give it back; None when they would not give back
+    exactly what was rendered (a value that also occurs as part of the shared text, a token
+    in a value...): that email goes alone."""
+    parts = (m.subject or "", m.text, m.html or "")
+    subs: dict[str, str] = {}
+    subject, text, html = parts
+    # the longest value first: a name may occur inside a link, never a link inside a name
+    for field, value in sorted(m.personal.items(), key=lambda kv: -len(kv[1])):
+        plain, marked = _tokens(field)
+        escaped = str(escape(value))  # as Jinja's autoescape writes it in the HTML
+        if value in subject or value in text:
+            subject, text = subject.replace(value, plain), text.replace(value, plain)
+            subs[plain] = value
+        if escaped in html:
+            html = html.replace(escaped, marked)
+            subs[marked] = escaped
+    templated = (subject, text, html)
+    if any(token in v or (token != other and token in other)
+           for token in subs for other in subs for v in subs.values()):
+        return None  # SendGrid's order of substitution would matter
+    if tuple(substitute(p, subs) for p in templated) != parts:
+        return None
+    return templated, subs
+
+
 class SendGridEmail(Channel):
     name: ClassVar[str] = "email"
-    max_batch: ClassVar[int] = 1
+    max_batch: ClassVar[int] = MAX_PERSONALIZATIONS
 
     def __init__(self, api_key: str, *, sender: str, host: str = "https://api.sendgrid.com",
                  sandbox: bool = False, timeout: float = 10.0) -> None:
@@ -116,22 +164,100 @@ class SendGridEmail(Channel):
             mail.mail_settings = settings
         return mail
 
-    def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        return [self._send(m) for m in messages]
+    def batches(self, messages: list[OutgoingMessage]) -> list[list[OutgoingMessage]]:
+        """Emails with the same content once their own values are tokens, and the same
+        attachments, up to 1,000 a request; every other email alone."""
+        groups: dict[tuple, list[OutgoingMessage]] = {}
+        alone: list[list[OutgoingMessage]] = []
+        for m in messages:
+            shared = personalize(m)
+            if shared is None:
+                alone.append([m])
+                continue
+            key = (shared[0], tuple(m.attachments))
+            groups.setdefault(key, []).append(m)
+        out = [g[i:i + self.max_batch] for g in groups.values()
+               for i in range(0, len(g), self.max_batch)]
+        return out + alone
 
-    def _send(self, m: OutgoingMessage) -> SendResult:
-        local, _, domain = (m.address or "").rpartition("@")
-        if not local or "." not in domain or any(c.isspace() or c in "<>,;" for c in m.address):
-            raise PermanentError(f"{m.address!r} is not an email address", provider=PROVIDER,
-                                 unreachable=True)
+    def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
+        """One request for the messages (one of `batches`' groups)."""
+        results: list[SendResult] = []
+        valid: list[OutgoingMessage] = []
+        for m in messages:
+            if _is_address(m.address):
+                valid.append(m)
+            else:
+                results.append(SendResult(m.id, error=PermanentError(
+                    f"{m.address!r} is not an email address", provider=PROVIDER,
+                    unreachable=True)))
+        if not valid:
+            if len(messages) == 1:
+                raise results[0].error
+            return results
+        body = self.build(valid[0]) if len(valid) == 1 else self.build_group(valid)
         try:
-            response = self.client.send(self.build(m))
+            response = self.client.send(body)
         except HTTPError as exc:
-            raise classify(exc) from None
+            error = classify(exc)
+            if len(valid) == 1 or isinstance(error, ConfigurationError):
+                raise error from None
+            return results + _each(valid, error)
         except (urllib.error.URLError, OSError, HTTPException) as exc:
             raise transport_error(exc, PROVIDER) from None
         # sandbox mode answers 200 without an id: nothing was sent
-        return SendResult(m.id, response.headers.get("X-Message-Id"))
+        provider_id = response.headers.get("X-Message-Id")
+        return results + [SendResult(m.id, provider_id) for m in valid]
+
+    def build_group(self, messages: list[OutgoingMessage]) -> dict:
+        """One Mail Send request for emails that share their content (`personalize`)."""
+        first = messages[0]
+        (subject, text, html), _ = personalize(first)
+        people = []
+        for m in messages:
+            _, subs = personalize(m)
+            person: dict = {"to": [{"email": m.address}],
+                            "custom_args": {"promo_key": m.key, "promo_message_id": str(m.id)}}
+            if subs:
+                person["substitutions"] = subs
+            if m.headers:
+                person["headers"] = dict(m.headers)
+            people.append(person)
+        content = [{"type": "text/plain", "value": text}]
+        if first.html is not None:
+            content.append({"type": "text/html", "value": html})
+        body: dict = {"personalizations": people,
+                      "from": {"email": self.sender_email, **({"name": self.sender_name}
+                                                              if self.sender_name else {})},
+                      "subject": subject, "content": content}
+        if first.attachments:
+            body["attachments"] = [
+                {"content": base64.b64encode(data).decode(), "filename": filename,
+                 "type": content_type, "disposition": "attachment"}
+                for filename, content_type, data in first.attachments]
+        if self.sandbox:
+            body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        return body
+
+
+def _is_address(address: str | None) -> bool:
+    local, _, domain = (address or "").rpartition("@")
+    return bool(local) and "." in domain and not any(c.isspace() or c in "<>,;" for c in address)
+
+
+def _each(messages: list[OutgoingMessage], error: ChannelError) -> list[SendResult]:
+    """A refused request's error for each of its recipients; when SendGrid names the
+    recipients it refuses (`personalizations.3.to.0.email`), only they fail for good, and
+    the others, not sent, are tried again without them."""
+    fields = [e.get("field") or "" for e in (error.response or []) if isinstance(e, dict)]
+    named = {int(f.split(".")[1]) for f in fields
+             if f.startswith("personalizations.") and f.split(".")[1].isdigit()}
+    if not named or error.retryable:
+        return [SendResult(m.id, error=error) for m in messages]
+    again = RetryableError(f"not sent: another recipient of the request was refused ({error})",
+                           provider=PROVIDER)
+    return [SendResult(m.id, error=error if i in named else again)
+            for i, m in enumerate(messages)]
 
 
 def classify(exc: HTTPError) -> ChannelError | ConfigurationError:

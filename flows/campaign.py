@@ -30,11 +30,12 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import as_completed
-from prefect.states import Failed
+from prefect.states import Completed, Failed
 
 from channels.base import ConfigurationError
 from channels.render import override_folder
 from channels.samples import sample_check
+from flows.account import reasons, wave_account
 from flows.artifacts import (
     dashed,
     publish_nothing_sent,
@@ -45,8 +46,9 @@ from flows.artifacts import (
     publish_summary,
     reminder_forecast,
     report_hook,
+    wave_finished,
 )
-from flows.ledger import decided_waves, next_due, reasons, wave_outcomes
+from flows.ledger import decided_waves, next_due, wave_outcomes
 from flows.plan import plan_campaign
 from flows.schedule import (
     WAVE_DEPLOYMENT,
@@ -62,6 +64,7 @@ from flows.wave import PreparedWave, due_batches, prepare_wave
 from promo.db import session_scope
 from promo.domain.event import load_event
 from promo.domain.names import WaveStatus
+from promo.domain.times import shown
 from promo.settings import get_settings
 
 # a wave run that starts at most this much before the wave's time waits for it
@@ -202,26 +205,32 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
         outcomes = wave_outcomes(s, prepared.event_id, wave)
         later = next_due(s, prepared.event_id, wave)
         explained = reasons(s, prepared.event_id, wave)
-    starts_at = prepared.starts_at
+        account = wave_account(s, prepared.event_id, wave)
+    starts_at, zone = prepared.starts_at, prepared.timezone
     publish_outcomes(event_slug, wave, outcomes)
     follow_up = None
     deployment = follow_up_deployment or _own_wave_deployment()
     if later is not None and later < starts_at and deployment:
         follow_up = schedule_held(event_slug, wave, later, deployment)
-    publish_summary(event_slug, wave, outcomes, explained, later, follow_up,
-                    report_hook(reminder_forecast, event_slug, parse_now(clock))
+    publish_summary(event_slug, wave, outcomes, explained, later, follow_up, account, zone,
+                    footer=report_hook(reminder_forecast, event_slug, parse_now(clock))
                     if wave == "reminder" else "")
-    logger.info("%s %s: %s", event_slug, wave,
+    logger.info("%s %s: this run: %s", event_slug, wave,
                 ", ".join(f"{k} {v}" for k, v in sorted(sent.items())) or "nothing due")
     if later is not None:
-        logger.info("%s %s: held messages due from %s%s", event_slug, wave, later.isoformat(),
+        logger.info("%s %s: held messages due from %s%s", event_slug, wave, shown(later, zone),
                     f"; follow-up run {follow_up}" if follow_up else "")
+    with_failures = wave_finished(event_slug, prepared.title, wave, outcomes, account, zone)
     if misconfigured:
         return Failed(message=f"{event_slug} {wave}: {misconfigured[0]} (the messages not "
                               f"sent stay planned: fix the setting and run the wave again)")
-    return {"event": event_slug, "wave": wave, **decided, "sent": dict(sent),
-            "outcomes": outcomes, "next_due": later.isoformat() if later else None,
-            "follow_up_run": follow_up}
+    result = {"event": event_slug, "wave": wave, **decided, "sent": dict(sent),
+              "outcomes": outcomes, "people": account.as_dict(),
+              "next_due": later.isoformat() if later else None, "follow_up_run": follow_up}
+    if with_failures:
+        # green enough that nothing retries or reschedules it, named so that nobody misses it
+        return Completed(name=with_failures, data=result, message=account.line())
+    return result
 
 
 def run_wave(event_slug: str, wave: str, now: str | None, **kwargs: Any) -> dict[str, Any]:
@@ -252,19 +261,54 @@ def _wait_until(at: datetime | str | None) -> bool:
 
 
 @flow(name="campaign", flow_run_name=_campaign_run_name)
+def campaign(event_file: str) -> dict[str, Any]:
+    """Validate an event file and its templates, store the event, publish the plan and
+    schedule each wave as a run of wave/wave at its time. Run it again after editing the
+    file: changed times are rescheduled, `cancelled: true` cancels the pending waves, and
+    nothing is ever sent twice.
+
+    The deployed flow (prefect.yaml): its Run form asks only for the event file, with the
+    hint below (Prefect reads it from this docstring).
+
+    Args:
+        event_file: The event's YAML file: a path relative to the project folder the worker
+            runs in (e.g. events/python-meetup-74.yaml), or absolute on the worker's machine.
+    """
+    return _campaign(event_file, None, None, WAVE_DEPLOYMENT)
+
+
+@flow(name="campaign", flow_run_name=_campaign_run_name)
 def campaign_flow(event_file: str, now: str | None = None, schedule: bool | None = None,
                   wave_deployment: str = WAVE_DEPLOYMENT) -> dict[str, Any]:
-    """Validate the event and its templates, store it, plan the waves and run or schedule them.
+    """The campaign with its clock and wiring as parameters (`promo run`, the demo, tests).
 
     - `schedule` (default: when this run comes from a deployment): schedule each wave as a
       run of `wave_deployment` at its send time; pending runs of a changed event are
       rescheduled, those of a cancelled (`cancelled: true`) or dropped wave cancelled.
     - otherwise: run each wave that is due now, here.
     """
+    return _campaign(event_file, now, schedule, wave_deployment)
+
+
+def _tag_run(*new: str) -> None:
+    """Add tags to this flow run once they are known (the event's slug is in the file)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id is None:
+        return
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run.id)
+        client.update_flow_run(run.id, tags=sorted({*run.tags, *new}))
+
+
+def _campaign(event_file: str, now: str | None, schedule: bool | None,
+              wave_deployment: str) -> dict[str, Any]:
     logger = get_run_logger()
     settings = get_settings()
     clock = parse_now(now)
     spec = load_event(event_file)
+    _tag_run(f"event:{spec.slug}")
     deployed = in_deployment() if schedule is None else schedule
     plan = None
     if not spec.cancelled:
@@ -282,16 +326,22 @@ def campaign_flow(event_file: str, now: str | None = None, schedule: bool | None
         event_id = row.id
     if spec.cancelled:
         logger.info("%s: the event is cancelled; nothing more is sent", spec.slug)
+        if clock < spec.starts_at:
+            publish_plan(spec, clock)
         actions = reconcile_wave_runs(spec, None, event_id, wave_deployment, clock) \
             if (deployed or has_wave_runs(event_id)) else []
         publish_schedule(spec, actions, cancelled=True)
         return {"event": spec.slug, "cancelled": True, "waves": [], "runs": [],
                 "wave_runs": [asdict(a) for a in actions]}
     assert plan is not None
-    publish_plan(spec, plan, clock)
-    for w in plan.waves:
-        logger.info("%s: %s %s %s", w.name, w.status,
-                    w.send_at.astimezone(spec.zone).isoformat() if w.send_at else "-", w.note)
+    preview = publish_plan(spec, clock)
+    for w in preview["waves"]:
+        if w["status"] == "ran":
+            logger.info("%s: ran, sent from %s: %s", w["name"],
+                        shown(w["first_sent_at"], spec.zone), w["people"]["summary"])
+        else:
+            logger.info("%s: %s %s %s", w["name"], w["status"], shown(w["send_at"], spec.zone),
+                        w["note"])
     results: list[dict[str, Any]] = []
     actions: list[WaveRunAction] = []
     if deployed:
@@ -299,7 +349,7 @@ def campaign_flow(event_file: str, now: str | None = None, schedule: bool | None
         publish_schedule(spec, actions, cancelled=False)
         for a in actions:
             logger.info("%s: %s (run %s, %s)", a.wave, a.action, a.flow_run_id or "-",
-                        a.send_at or "-")
+                        shown(a.send_at, spec.zone))
     else:
         for w in plan.active:
             if w.send_at <= clock:
@@ -310,8 +360,8 @@ def campaign_flow(event_file: str, now: str | None = None, schedule: bool | None
     if failed:
         return Failed(message="; ".join(failed))
     return {"event": spec.slug, "waves": [
-        {"name": w.name, "status": w.status, "send_at": w.send_at.isoformat() if w.send_at else None,
-         "note": w.note} for w in plan.waves], "runs": results,
+        {"name": w["name"], "status": w["status"], "send_at": w["send_at"], "note": w["note"]}
+        for w in preview["waves"]], "runs": results,
         "wave_runs": [asdict(a) for a in actions]}
 
 

@@ -25,6 +25,7 @@ from flows.schedule import (
 from flows.store import event_spec, find_event, upcoming_events
 from promo.db import session_scope
 from promo.domain.event import EventSpec
+from promo.domain.times import shown
 from promo.errors import PlanError
 from promo.settings import get_settings
 
@@ -33,19 +34,31 @@ def _reminder_run_name() -> str:
     from prefect.runtime import flow_run
 
     now = (flow_run.parameters or {}).get("now")
-    return f"daily reminders · {parse_now(now):%Y-%m-%d}"
+    return f"daily · {parse_now(now):%Y-%m-%d}"
+
+
+@flow(name="reminders", flow_run_name=_reminder_run_name)
+def daily() -> list[dict[str, Any]]:
+    """Every day: the day-before reminders for tomorrow's events, and any wave that is due
+    and was never run (a worker was down), once. The deployed flow (prefect.yaml): no
+    parameters to fill in."""
+    return _daily(None, None, WAVE_DEPLOYMENT)
 
 
 @flow(name="reminders", flow_run_name=_reminder_run_name)
 def reminder_flow(now: str | None = None, schedule: bool | None = None,
                   wave_deployment: str = WAVE_DEPLOYMENT) -> list[dict[str, Any]]:
-    """Every day: the day-before reminders for tomorrow's events, and any wave that is due
-    and was never run (a worker was down), once.
+    """The daily run with its clock and wiring as parameters (tests, replays).
 
     A reminder due now (or overdue today) is sent here; deployed (`schedule`, default: when
     this run comes from a deployment), a reminder due before the next daily run gets a
     run of `wave_deployment` at its time (the campaign's own run, if it scheduled one).
     """
+    return _daily(now, schedule, wave_deployment)
+
+
+def _daily(now: str | None, schedule: bool | None,
+           wave_deployment: str) -> list[dict[str, Any]]:
     logger = get_run_logger()
     settings = get_settings()
     clock = parse_now(now)
@@ -82,7 +95,7 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
                         and pending <= clock:
                     # a run that failed or crashed left messages due: send them, once
                     logger.info("%s: the %s wave has messages due since %s; sending them",
-                                spec.slug, w.name, pending.isoformat())
+                                spec.slug, w.name, shown(pending, spec.zone))
                     todo.append((spec.slug, w))
     if deployed and later:
         for spec, w in later:
@@ -94,11 +107,12 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
                             run.state.name if run.state else "Scheduled")
             verb = "already scheduled" if str(run.id) == known else "scheduled"
             report.append({"event": spec.slug, "wave": w.name,
-                           "action": f"{verb} at {w.send_at.isoformat()}"})
+                           "action": f"{verb} at {shown(w.send_at, spec.zone)}"})
     else:
         for spec, w in later:
             report.append({"event": spec.slug, "wave": w.name,
-                           "action": f"due at {w.send_at.isoformat()} (not deployed: run it then)"})
+                           "action": f"due at {shown(w.send_at, spec.zone)} (not deployed: "
+                                     "run it then)"})
     results = []
     for slug, w in todo:
         with tags(*wave_tags(slug, w.name, w.spec.channels)):
@@ -115,7 +129,7 @@ def reminder_flow(now: str | None = None, schedule: bool | None = None,
     failed = [f"{r['event']} {r['wave']}" for r in results if "failed" in r]
     create_table_artifact(key="daily-reminders", table=report or [
         {"event": "-", "wave": "-", "action": "no reminder or missed wave today"}],
-        description=f"Daily run of {clock:%Y-%m-%d %H:%M} UTC: reminders and caught-up waves")
+        description=f"Daily run of {shown(clock, None)}: reminders and caught-up waves")
     if failed:  # the other events still ran; the day's run says which did not
         return Failed(message="failed: " + ", ".join(failed))
     return results

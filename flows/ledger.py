@@ -4,22 +4,20 @@ and reads back what was decided."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from audiences.segments import ADDRESS_FIELD
 from channels.base import ChannelError
 from flows.decide import Decision
 from promo.db import is_postgres
+from promo.db.bulk import insert_new, time_writer
 from promo.db.models import Contact, Event, Message, utcnow
-from promo.domain.names import DIRECT, EXPLAINED, SENT_STATUSES, WAITING, Delivery, Status
-from promo.masking import mask_address, scrub
+from promo.domain.names import DIRECT, SENT_STATUSES, WAITING, Delivery, Status
 
 # A message stays in `sending` only while a worker talks to the provider. Older than
 # this, the worker died between sending and recording: nobody knows if it went out.
@@ -48,19 +46,8 @@ def drop_waiting(session: Session, event_id: int, wave: str, reason: str) -> int
     ).rowcount or 0
 
 
-_INSERT_DECISION = (
-    "INSERT INTO messages (key, event_id, wave, contact_id, channel, status, reason, send_at,"
-    " decided_at, counts_for_caps, attempts, updated_at)"
-    " VALUES ({p}) ON CONFLICT (key) DO NOTHING"
-)
-
-
-def _naive_utc(t: datetime | None) -> datetime | None:
-    return None if t is None else t.astimezone(UTC).replace(tzinfo=None)
-
-
-def _sqlite_time(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+_DECISION_COLUMNS = ("key", "event_id", "wave", "contact_id", "channel", "status", "reason",
+                     "send_at", "decided_at", "counts_for_caps", "attempts", "updated_at")
 
 
 def record_decisions(
@@ -70,36 +57,23 @@ def record_decisions(
     decisions: Iterable[Decision],
     *,
     counts_for_caps: bool,
-    chunk: int = 20_000,
 ) -> None:
     """Insert the decisions; a key already in the ledger is left as it is.
 
-    A wave of a million contacts records a million rows or more: this goes straight to
-    the driver's executemany (times as naive UTC, as UTCDateTime stores them), several
-    times faster than ORM-level inserts.
+    A wave of a million contacts records a million rows or more: they go in through the
+    database's bulk path (`promo.db.bulk`: COPY on PostgreSQL), not ORM-level inserts.
     """
     conn = session.connection()
-    postgres = conn.dialect.name == "postgresql"
-    # SQLite keeps times as text: write them the way SQLAlchemy does (always with
-    # microseconds), or text comparisons in queries would misorder equal instants
-    when = _naive_utc if postgres else _sqlite_time
+    when = time_writer(conn)
     now = when(utcnow())
-    style = "%s" if postgres else "?"
-    sql = _INSERT_DECISION.format(p=", ".join([style] * 12))
     slug, event_id = event.slug, event.id
-    rows: list[tuple] = []
-    for d in decisions:
-        cid = d.contact_id
-        rows.append((
-            message_key(slug, wave, cid, d.channel),
-            event_id, wave, cid, d.channel, d.status, d.reason, when(d.send_at), now,
-            counts_for_caps and cid is not None, 0, now,
-        ))
-        if len(rows) >= chunk:
-            conn.exec_driver_sql(sql, rows)
-            rows = []
-    if rows:
-        conn.exec_driver_sql(sql, rows)
+    rows = (
+        (message_key(slug, wave, d.contact_id, d.channel), event_id, wave, d.contact_id,
+         d.channel, d.status, d.reason, when(d.send_at), now,
+         counts_for_caps and d.contact_id is not None, 0, now)
+        for d in decisions
+    )
+    insert_new(conn, "messages", _DECISION_COLUMNS, rows, unique="key")
 
 
 def load_histories(
@@ -128,7 +102,7 @@ def load_histories(
             return {}
         q = q.where(Message.contact_id.in_(ids))
     out: dict[int, dict[str, list[datetime]]] = {}
-    for cid, channel, at in session.execute(q):
+    for cid, channel, at in session.connection().execute(q):  # Core: plain rows
         h = out.setdefault(cid, {})
         h.setdefault(channel, []).append(at)
         h.setdefault(DIRECT, []).append(at)
@@ -313,48 +287,3 @@ def apply_delivery(message: Message, status: str, detail: str | None, now: datet
     if changes:
         message.updated_at = now
     return changes
-
-
-# -- what the views show -----------------------------------------------------------------------
-
-EXAMPLES_PER_REASON = 3
-REASONS_PER_OUTCOME = 5
-
-
-@dataclass
-class Reason:
-    """One of the most common reasons for an outcome on a channel, with masked examples."""
-
-    status: str
-    channel: str
-    reason: str
-    count: int
-    examples: list[str]
-
-
-def reasons(session: Session, event_id: int, wave: str) -> list[Reason]:
-    """The most common reasons per outcome and channel, each with a few masked examples."""
-    q = (select(Message.status, Message.channel, Message.reason, func.count())
-         .where(Message.event_id == event_id, Message.wave == wave,
-                Message.status.in_(EXPLAINED))
-         .group_by(Message.status, Message.channel, Message.reason)
-         .order_by(Message.status, func.count().desc()))
-    out: list[Reason] = []
-    shown: Counter = Counter()
-    for status, channel, reason, n in session.execute(q):
-        if shown[status] >= REASONS_PER_OUTCOME:
-            continue
-        shown[status] += 1
-        examples: list[str] = []
-        field = ADDRESS_FIELD.get(channel)
-        if field is not None:
-            where = [Message.event_id == event_id, Message.wave == wave,
-                     Message.status == status, Message.channel == channel]
-            where.append(Message.reason.is_(None) if reason is None else Message.reason == reason)
-            rows = session.execute(
-                select(getattr(Contact, field)).select_from(Message)
-                .join(Contact, Contact.id == Message.contact_id).where(*where)
-                .order_by(Message.id).limit(EXAMPLES_PER_REASON))
-            examples = [mask_address(channel, a) for (a,) in rows]
-        out.append(Reason(status, channel, scrub(reason) or "-", n, examples))
-    return out

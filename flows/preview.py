@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from audiences.segments import load_recipients
 from channels.context import LANGUAGES
 from channels.samples import content_estimate
+from flows.account import account_of, wave_account
 from flows.decide import Decision, decide_wave, summarize
 from flows.digest import decide_digest, digest_rules
 from flows.ledger import load_histories, wave_outcomes
@@ -39,15 +40,6 @@ def _event_row(session: Session, spec: EventSpec) -> Event:
                     timezone=spec.timezone, topic=spec.topic, language=spec.language,
                     definition={})
     return row
-
-
-def _merge(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    out = {ch: dict(row) for ch, row in a.items()}
-    for ch, row in b.items():
-        target = out.setdefault(ch, {})
-        for k, v in row.items():
-            target[k] = target.get(k, 0) + v
-    return out
 
 
 def _content(spec: EventSpec, wave: str, channels: list[str], outcomes: dict[str, dict[str, int]],
@@ -74,11 +66,14 @@ def _content(spec: EventSpec, wave: str, channels: list[str], outcomes: dict[str
 
 def preview_campaign(session: Session, spec: EventSpec, now: datetime,
                      settings: Settings, override: str | None = None) -> dict[str, Any]:
-    """The campaign plan as data: per wave, when, channels, mode, and outcome counts.
+    """The campaign as data: per wave, when, channels, mode, and outcome counts.
 
-    `waves[].outcomes[channel][outcome]` counts the ledger's decisions for the wave plus
-    the predicted ones for everyone not decided yet; `waves[].content[channel]` has the
-    SMS segments and price of the sample message and the wave's estimated cost.
+    A wave that ran (it has decisions in the ledger) has `"status": "ran"` and shows the
+    ledger: `outcomes[channel][outcome]` are its counts, `people` its account per person,
+    `first_sent_at`/`last_sent_at` when it sent. A wave to come shows the prediction, made
+    with the same decisions the wave will make (`"predicted": true`); a cancelled event's
+    waves that did not run are `cancelled`. `content[channel]` has the SMS segments and
+    price of the sample message and the wave's estimated cost.
     """
     plan = plan_campaign(spec, now)
     row = _event_row(session, spec)
@@ -98,21 +93,37 @@ def preview_campaign(session: Session, spec: EventSpec, now: datetime,
             "outcomes": {},
             "audience": 0,
         }
-        if w.send_at is not None:
-            recorded = wave_outcomes(session, row.id, w.name)
+        account = wave_account(session, row.id, w.name) if row.id != -1 else None
+        if account is not None and account.ran:
+            # the ledger says what it did, whatever the plan would say about it today
+            entry.update(status="ran", note="", outcomes=wave_outcomes(session, row.id, w.name),
+                         predicted=False, people=account.as_dict(), audience=account.people,
+                         first_sent_at=account.as_dict()["first_sent_at"],
+                         last_sent_at=account.as_dict()["last_sent_at"])
+        elif spec.cancelled:
+            entry.update(status="cancelled", send_at=None,
+                         note="the event is cancelled (cancelled: true): nothing is sent")
+            waves.append(entry)
+            continue
+        elif w.send_at is not None:
             at = max(w.send_at, now)
             rules = wave_rules(spec, plan, w.name, at, settings)
             if histories is None:  # once, around the first wave: the campaign spans < 22 days
                 histories = load_histories(session, at, span * 2) if span else {}
             decisions, entry["audience"] = decide(session, row, rules, histories)
-            entry["outcomes"] = _merge(recorded, summarize(decisions))
-            entry["predicted"] = not recorded
-            entry["content"], entry["estimated_cost"] = _content(
-                spec, w.name, list(w.spec.channels), entry["outcomes"], settings, override)
-            entry["currency"] = settings.currency
+            entry["outcomes"] = summarize(decisions)
+            entry["predicted"] = True
+            entry["people"] = account_of(
+                (d.contact_id, d.channel, d.status, d.reason) for d in decisions).as_dict()
+        else:
+            waves.append(entry)
+            continue
+        entry["content"], entry["estimated_cost"] = _content(
+            spec, w.name, list(w.spec.channels), entry["outcomes"], settings, override)
+        entry["currency"] = settings.currency
         waves.append(entry)
     return {"event": spec.slug, "title": spec.title, "starts_at": spec.starts_at.isoformat(),
-            "now": now.isoformat(), "waves": waves}
+            "now": now.isoformat(), "cancelled": spec.cancelled, "waves": waves}
 
 
 @dataclass

@@ -21,6 +21,7 @@ from promo.db import session_scope
 from promo.db.models import WaveRun, utcnow
 from promo.domain.event import EventSpec
 from promo.domain.names import WAVES
+from promo.domain.times import shown
 from promo.errors import PlanError
 from promo.settings import get_settings
 
@@ -97,6 +98,12 @@ def reconcile_wave_runs(spec: EventSpec, plan: CampaignPlan | None, event_id: in
             old_id, old_at = known.get(name, (None, None))
             old = read(old_id)
             old_pending = old is not None and old.state is not None and old.state.type in pending
+            ran = old is not None and old.state is not None and old.state.type in (
+                StateType.RUNNING, StateType.COMPLETED, StateType.FAILED, StateType.CRASHED)
+            if (w is None or w.send_at is None) and ran:
+                # a wave that ran stays what it was, whatever the plan says about it now
+                actions.append(_action(name, old_at, old_id, f"ran ({old.state.name})"))
+                continue
             if w is None or w.send_at is None:
                 if old_pending:
                     why = ("the event was cancelled" if plan is None
@@ -117,11 +124,13 @@ def reconcile_wave_runs(spec: EventSpec, plan: CampaignPlan | None, event_id: in
                                        f"the new time does not send it again"))
                 continue
             if old_pending and not (old.idempotency_key or "").startswith(key):
-                cancel(old, f"rescheduled to {w.send_at.isoformat()}")
+                cancel(old, f"rescheduled to {shown(w.send_at, spec.zone)}")
                 actions.append(_action(name, old_at, old_id, "cancelled: rescheduled"))
             run = schedule_wave(deployment, spec, w, key, clock)
             state = run.state.name if run.state else "Scheduled"
             verb = "kept" if str(run.id) == old_id else "scheduled"
+            if run.state is not None and run.state.type != StateType.SCHEDULED:
+                verb = "ran" if run.state.is_final() else "running"
             verb += f" ({state})"
             actions.append(_action(name, run.expected_start_time or w.send_at, str(run.id), verb))
             record_wave_run(event_id, name, w.send_at, str(run.id), state)

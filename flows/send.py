@@ -156,7 +156,8 @@ def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | Non
     return OutgoingMessage(id=c.message_id, key=c.key, channel=c.channel, address=c.address,
                            language=lang, text=r.text, subject=r.subject, html=r.html,
                            headers=headers, attachments=attachments, event_slug=spec.slug,
-                           wave=c.wave)
+                           wave=c.wave, personal={k: v for k, v in
+                                                  (("name", c.name), ("unsubscribe", unsub)) if v})
 
 
 def send_batch(message_ids: list[int], now: datetime, settings: Settings,

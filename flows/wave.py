@@ -29,6 +29,7 @@ from promo.db import session_scope
 from promo.db.models import Event, Message
 from promo.domain.event import EventSpec
 from promo.domain.names import PROMOTIONAL_WAVES, WaveStatus
+from promo.domain.times import shown
 from promo.settings import Settings
 
 
@@ -45,6 +46,8 @@ class PreparedWave:
     # the stored event, so that the run's later steps need not look it up again
     event_id: int | None = None
     starts_at: datetime | None = None
+    timezone: str | None = None  # the event's: every time the run shows is in it
+    title: str = ""
 
 
 def wave_rules(spec: EventSpec, plan: CampaignPlan, wave: str, send_at: datetime,
@@ -78,6 +81,7 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
         spec = event_spec(row)
         prepared = _prepare(s, row, spec, wave, now, settings)
     prepared.event_id, prepared.starts_at = row.id, spec.starts_at
+    prepared.timezone, prepared.title = spec.timezone, spec.title
     return prepared
 
 
@@ -104,7 +108,7 @@ def _prepare(s: Session, row: Event, spec: EventSpec, wave: str, now: datetime,
     if now < wp.scheduled_at:
         return PreparedWave(
             event_slug, wave, now, WaveStatus.early,
-            f"not due until {wp.scheduled_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}",
+            f"not due until {shown(wp.scheduled_at, spec.zone)}",
             scheduled_at=wp.scheduled_at)
     interrupted = mark_interrupted(s, row.id, wave)
     if wp.send_at is None:

@@ -29,6 +29,7 @@ from promo.db.models import Event, Message, Registration
 from promo.demo_series import add_history
 from promo.domain.event import EventSpec, load_event
 from promo.domain.names import Status
+from promo.domain.times import shown
 from promo.settings import get_settings, reset_settings
 
 EVENT_SLUG = "python-meetup-74"
@@ -153,8 +154,7 @@ def demo_flow(event_file: str, now: str) -> dict:
         later = release_held(spec.slug, w.name, spec.starts_at)
         sent = sum(r.get("sent", {}).get("sent", 0) for r in [first, *later])
         held = sum(r.get("sent", {}).get("sent", 0) for r in later)
-        line = (f"  {w.name:<9} {w.send_at.astimezone(spec.zone):%Y-%m-%d %H:%M %Z}: "
-                f"{sent} sent")
+        line = f"  {w.name:<9} {shown(w.send_at, spec.zone)}: {sent} sent"
         if held:
             line += f" ({held} of them held by quiet hours until the contact's morning)"
         if w.promotional:

@@ -103,3 +103,88 @@ def test_sendgrid_email_carries_the_calendar_invitation(fake: FakeSendGrid) -> N
     assert (attachment["filename"], attachment["type"], attachment["disposition"]) == (
         "python-meetup-74.ics", "text/calendar", "attachment")
     assert base64.b64decode(attachment["content"]) == ics
+
+
+NAMES = ["Анна", "O'Brien & <Co>", "Ivan", "Мария-Луиза", "a", "Kate"]
+
+
+def personal_email(i: int, lang: str = "ru"):
+    """An email rendered for recipient i as the send step renders one: the name in the text
+    and (escaped) in the HTML, the signed unsubscribe link in both and in the headers."""
+    from markupsafe import escape  # as Jinja's autoescape
+
+    name = NAMES[i % len(NAMES)]
+    unsub = f"https://promo.example.org/u/{i}.sig{i * 7919}?c=email&x=1"
+    hello = "Привет" if lang == "ru" else "Hello"
+    return message(
+        i, "email", f"guest{i}@example.org", language=lang,
+        text=f"{hello}, {name}! Встреча 10 декабря.\nОтписаться: {unsub}",
+        html=f"<p>{hello}, {escape(name)}!</p><a href=\"{escape(unsub)}\">x</a>",
+        subject=f"Moscow Python Meetup #74 ({lang})",
+        headers={"List-Unsubscribe": f"<{unsub}>",
+                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        personal={"name": name, "unsubscribe": unsub})
+
+
+def as_received(fake: FakeSendGrid) -> dict[str, dict]:
+    return {m["to"][0]: {k: v for k, v in m.items() if k not in ("message_id", "personalizations")}
+            for m in fake.received}
+
+
+def test_emails_that_differ_only_in_their_recipients_values_share_requests(fake) -> None:
+    """2,500 emails in two languages go in a handful of requests (1,000 personalizations at
+    most each), and every recipient gets exactly what one request each gives them. (The
+    name "a" also occurs in the HTML's `<a>` tags: those emails share a content of their own.)"""
+    emails = [personal_email(i, "ru" if i % 5 else "en") for i in range(1, 2501)]
+    results = adapter(fake).deliver(emails)
+    assert all(r.ok for r in results) and len(results) == 2500
+    # ru: 1,667 -> 2 requests, their "a"s 333 -> 1; en: 417 -> 1, their "a"s 83 -> 1
+    assert len(fake.requests) == 5
+    assert max(len(r.json()["personalizations"]) for r in fake.requests) == 1000
+    grouped = as_received(fake)
+    with FakeSendGrid(KEY) as alone:
+        channel = adapter(alone)
+        for m in emails:
+            channel.send_batch([m])  # one request each, as before
+        assert len(alone.requests) == 2500
+        one_each = as_received(alone)
+    assert grouped == one_each
+    assert grouped["guest1@example.org"]["content"]["text/html"].startswith(
+        "<p>Привет, O&#39;Brien &amp; &lt;Co&gt;!</p>")
+    assert grouped["guest7@example.org"]["custom_args"]["promo_key"].endswith("/7/email")
+
+
+def test_an_email_whose_values_cannot_be_substituted_goes_alone(fake) -> None:
+    """A name that is also part of the shared text ("a" in "Встреча"? no: in the subject
+    'Moscow Python Meetup #74 (ru)' when the name is 'Python') cannot be a substitution."""
+    odd = personal_email(1)
+    odd.personal["name"] = "Python"
+    odd.text = odd.text.replace("Анна", "Python")
+    odd.html = odd.html.replace("Анна", "Python")
+    emails = [odd, personal_email(7), personal_email(13)]
+    assert [len(b) for b in adapter(fake).batches(emails)] == [2, 1] or \
+        sorted(len(b) for b in adapter(fake).batches(emails)) == [1, 2]
+    assert all(r.ok for r in adapter(fake).deliver(emails))
+    assert as_received(fake)["guest1@example.org"]["subject"] == "Moscow Python Meetup #74 (ru)"
+
+
+def test_a_refused_request_is_recorded_for_each_of_its_recipients(fake) -> None:
+    emails = [personal_email(i) for i in (1, 2, 3, 5, 6)]  # one content (no "a")
+    fake.fail("error", 9, status=500)
+    channel = adapter(fake)
+    fast(channel)
+    results = channel.deliver(emails)
+    assert len(fake.requests) == 4  # one request, retried: the policy's attempts
+    assert [r.message_id for r in results] == [1, 2, 3, 5, 6]
+    assert all(r.error is not None and "SendGrid 500" in str(r.error) for r in results)
+
+
+def test_a_recipient_sendgrid_refuses_fails_alone_and_the_others_go(fake) -> None:
+    emails = [personal_email(i) for i in range(1, 6)]
+    emails[2].address = "gone@example.org"
+    channel = adapter(fake)
+    fast(channel)
+    results = {r.message_id: r for r in channel.deliver(emails)}
+    assert results[3].error is not None and results[3].error.unreachable
+    assert all(results[i].ok for i in (1, 2, 4, 5))
+    assert sorted(as_received(fake)) == [f"guest{i}@example.org" for i in (1, 2, 4, 5)]

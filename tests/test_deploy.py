@@ -15,13 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,62 +27,25 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from tests.helpers import EVENT_TEMPLATE
+from tests.deploy_stack import (
+    BOT,
+    POOL,
+    PREFECT,
+    REPO,
+    Stack,
+    _seed_contacts,
+    _start,
+    _start_own_server,
+    _stop,
+    _wait,
+    _zone_at_midday,
+    write_event,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).parent / "prefect")
-POOL = "event-promo"
 SLUG = "deploy-test"
 FULL_EMAIL = re.compile(r"guest\d+@example\.org")
 FULL_PHONE = re.compile(r"\+7916\d{7}")
 MASKED = re.compile(r"g\*\*\*@example\.org|id \*\*\*\d\d")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Stack:
-    api_url: str
-    env: dict[str, str]
-    folder: Path
-    logs: dict[str, Path]
-
-    def tail(self) -> str:
-        return "\n".join(f"--- {name} ---\n" + p.read_text(errors="replace")[-4000:]
-                         for name, p in self.logs.items() if p.exists())
-
-
-def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
-    # a session of its own: stopping it stops the flow-run processes a worker started, too
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-
-
-def _zone_at_midday(now: datetime) -> str:
-    """A time zone where it is about noon now, so that `days_before: 0` waves a few
-    minutes ahead stay on the event's own date whenever the test runs."""
-    offset = (12 - now.hour) % 24
-    if offset > 12:
-        offset -= 24
-    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
 
 
 @pytest.fixture
@@ -95,8 +53,10 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """Prefect server + deployments + a process worker, with a SQLite store they share."""
     from promo.db import dispose_engines
     from promo.settings import reset_settings
+    from tests.fakes import FakeTelegram
 
     (tmp_path / "promo.toml").write_text("", encoding="utf-8")  # no developer's settings
+    telegram = FakeTelegram(BOT).start()  # chats that blocked the bot: `telegram.blocked`
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROMO_"))}
     env.update({
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -106,6 +66,8 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         "PROMO_CONFIG": str(tmp_path / "promo.toml"),
         "PROMO_DATABASE_URL": f"sqlite:///{tmp_path / 'promo.db'}",
         "PROMO_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "PROMO_TELEGRAM_BOT_TOKEN": BOT,
+        "PROMO_TELEGRAM_BASE_URL": telegram.url + "/bot",
         # the checkout pull step reads $PWD at deploy time, as in a shell in the project
         "PWD": str(REPO),
     })
@@ -114,7 +76,7 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     dispose_engines()
     reset_settings()
     logs = {name: tmp_path / f"{name}.log" for name in ("server", "deploy", "worker")}
-    st = Stack("", env, tmp_path, logs)
+    st = Stack("", env, tmp_path, logs, telegram)
     procs: list[subprocess.Popen] = []
     try:
         procs.append(_start_own_server(st))
@@ -129,76 +91,9 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     finally:
         for proc in reversed(procs):
             _stop(proc)
+        telegram.stop()
         dispose_engines()
         reset_settings()
-
-
-def _start_own_server(st: Stack) -> subprocess.Popen:
-    """`prefect server start` on a free port, and only ever talk to that one.
-
-    The port is free when chosen but may be taken before the server binds it (another test
-    run, another Prefect server on the machine): then this server exits, and the health check
-    would be answered by the other one, whose runs and workers are not ours. So a health
-    answer counts only while our process lives, and a server that exited is started again
-    on another port.
-    """
-    for _ in range(3):
-        port = _free_port()
-        st.api_url = f"http://127.0.0.1:{port}/api"
-        st.env["PREFECT_API_URL"] = st.api_url
-        proc = _start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                      st.env, st.logs["server"], st.folder)
-        up = _wait(lambda p=proc: p.poll() is not None or _healthy(st.api_url), 120,
-                   "the Prefect server to start", st)
-        if up and proc.poll() is None:
-            return proc
-    raise AssertionError(f"the Prefect server did not start on a free port\n{st.tail()}")
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _wait(check: Callable[[], Any], seconds: float, what: str, st: Stack) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}\n{st.tail()}")
-
-
-def _seed_contacts(n: int) -> None:
-    from audiences import synthetic
-    from promo.db import session_scope
-
-    with session_scope() as s:
-        synthetic.store(s, list(synthetic.generate(n)),
-                        granted_at=datetime.now(UTC) - timedelta(days=400))
-
-
-def write_event(folder: Path, slug: str, starts_at: datetime, zone: str, announce: datetime,
-                last_call: datetime, cancelled: bool = False) -> Path:
-    """The event file: both promotional waves on the day of the event, at times to the second."""
-    def at(t: datetime) -> str:
-        return t.astimezone(ZoneInfo(zone)).strftime("%H:%M:%S")
-
-    text = EVENT_TEMPLATE.format(slug=slug, starts_at=starts_at.isoformat()).replace(
-        "timezone: Europe/Moscow", f"timezone: {zone}")
-    path = folder / f"{slug}.yaml"
-    path.write_text(
-        text
-        + f"cancelled: {'true' if cancelled else 'false'}\n"
-        + "campaign:\n"
-        + f"  announce: {{days_before: 0, at: \"{at(announce)}\", "
-        + "channels: [email, vk, telegram, vk_wall]}\n"
-        + f"  last_call: {{days_before: 0, at: \"{at(last_call)}\", channels: [email, telegram]}}\n"
-        + "  reminder: null\n", encoding="utf-8")
-    return path
 
 
 def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
@@ -219,7 +114,7 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
     from promo.db import session_scope
     from promo.db.models import Event, Message, WaveRun
 
-    _seed_contacts(60)
+    stack.telegram.blocked.update(_seed_contacts(60, blocked_telegram=3))
     t0 = datetime.now(UTC).replace(microsecond=0)
     zone = _zone_at_midday(t0)
     starts_at = (t0 + timedelta(minutes=5)).astimezone(ZoneInfo(zone))
@@ -239,14 +134,22 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
                 tags=FlowRunFilterTags(all_=[f"event:{slug}"])))
             by_wave: dict[str, list[Any]] = {}
             for r in sorted(found, key=lambda r: r.created):
-                wave = next(t.removeprefix("wave:") for t in r.tags if t.startswith("wave:"))
-                by_wave.setdefault(wave, []).append(r)
+                # the campaign's own runs carry the event's tag too, and no wave's
+                wave = next((t.removeprefix("wave:") for t in r.tags if t.startswith("wave:")),
+                            None)
+                if wave is not None:
+                    by_wave.setdefault(wave, []).append(r)
             return by_wave
 
         # 1. the campaign schedules each wave as a run of wave/wave at its time
         first = run_campaign(event)
         assert first.state.type == StateType.COMPLETED, stack.tail()
         assert first.name == f"campaign · {SLUG}"
+        assert f"event:{SLUG}" in client.read_flow_run(first.id).tags
+        # the Run form asks only for the event file, and says what it is
+        form = client.read_deployment_by_name("campaign/campaign").parameter_openapi_schema
+        assert list(form["properties"]) == ["event_file"]
+        assert "relative to the project folder" in form["properties"]["event_file"]["description"]
         waves = runs_of(SLUG)
         assert set(waves) == {"announce", "last_call"}
         for wave, at in (("announce", announce_at), ("last_call", last_call_at)):
@@ -307,6 +210,7 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
             == len(local), local
         today = _run("reminders/daily", {}, client, stack)
         assert today.state.is_completed(), stack.tail()
+        assert today.name == f"daily · {datetime.now(UTC):%Y-%m-%d}"
         assert client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[today.id])))
 
@@ -324,9 +228,22 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
         for r in done:
             assert r.start_time >= r.expected_start_time - timedelta(seconds=1)
         assert {r.name for r in done} == {f"{SLUG} · announce", f"{SLUG} · last_call"}
+        # the chats that blocked the bot: the announce is done, but not plain "Completed",
+        # and it says so in an event an Automation can act on
+        announce = next(r for r in done if r.id == wave_ids[0])
+        assert announce.state.name == "Completed with failures", announce.state
+        events = _wait(lambda: httpx.post(f"{stack.api_url}/events/filter", json={
+            "filter": {"event": {"name": ["promo.wave.finished"]},
+                       "resource": {"id": [f"prefect.flow-run.{announce.id}"]},
+                       "occurred": {"since": t0.isoformat()}}}, timeout=10).json()["events"],
+                       60, "the promo.wave.finished event", stack)
+        assert events[0]["payload"]["failed"] >= 3, events
+        assert events[0]["resource"]["promo.outcome"] == "with-failures"
 
         # 6. running the campaign again adds no wave run
-        assert run_campaign(event).state.type == StateType.COMPLETED, stack.tail()
+        rerun = run_campaign(event)
+        assert rerun.state.type == StateType.COMPLETED, stack.tail()
+        again_id = rerun.id
         again = runs_of(SLUG)
         assert {w: [r.id for r in rs] for w, rs in again.items()} == \
             {w: [r.id for r in rs] for w, rs in waves.items()}
@@ -348,6 +265,17 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
         assert sum(r["planned"] for r in plan_rows if r["wave"] == "announce") > 0
         summary = next(a for a in artifacts if a.key == f"{SLUG}-announce-summary")
         assert "Suppressed" in summary.data and MASKED.search(summary.data), summary.data
+        assert "bot was blocked" in summary.data and "people" in summary.data
+        # the wave runs are links to their pages in the UI, not raw ids
+        links = next(a for a in artifacts if a.key == f"{SLUG}-wave-runs")
+        ui = stack.api_url.removesuffix("/api")
+        assert f"]({ui}/runs/flow-run/{wave_ids[0]})" in links.data, links.data
+        # run again after the waves ran: the plan shows what they did, not "dropped"
+        replan = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[again_id])))
+        rows = next(json.loads(a.data) if isinstance(a.data, str) else a.data
+                    for a in replan if a.key == f"{SLUG}-plan")
+        assert {r["status"] for r in rows} == {"ran"}, rows
         everything = " ".join(str(a.data) + str(a.description) for a in artifacts)
         logs = client.read_logs(log_filter=LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=[first.id, *wave_ids])))

@@ -397,3 +397,33 @@ def test_a_promotional_wave_without_days_is_refused_clearly(store):
     text = EVENT_TEMPLATE.format(slug="x", starts_at=START.isoformat())
     with pytest.raises(EventError, match="announce.days_before: give the number of days"):
         parse_event(text + "campaign:\n  announce: {days_before: null, channels: [email]}\n")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_recording_decisions_again_keeps_the_rows_in_the_ledger(backend, request, tmp_path):
+    """The bulk path (COPY on PostgreSQL) inserts new keys only: a key already recorded keeps
+    its row, status, reason and times, and the times read back as they went in."""
+    from flows.decide import Decision
+    from flows.ledger import record_decisions
+    from flows.store import find_event
+
+    request.getfixturevalue("store" if backend == "sqlite" else "pg_store")
+    _, spec, event_id = seed(tmp_path)
+    at = datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    first = [Decision(1, "email", "planned", None, at),
+             Decision(2, "sms", "deferred", "held by quiet hours", at + timedelta(hours=3)),
+             Decision(None, "vk_wall", "planned", None, at)]
+    again = [Decision(1, "email", "capped", "cap", at),
+             Decision(3, "email", "suppressed", "no consent", None)]
+    for batch in (first, again):
+        with session_scope() as s:
+            record_decisions(s, find_event(s, spec.slug), "announce", batch, counts_for_caps=True)
+    with session_scope() as s:
+        got = {(m.contact_id, m.channel): (m.status, m.reason, m.send_at, m.counts_for_caps)
+               for m in s.scalars(select(Message).where(Message.event_id == event_id))}
+    assert got == {
+        (1, "email"): ("planned", None, at, True),
+        (2, "sms"): ("deferred", "held by quiet hours", at + timedelta(hours=3), True),
+        (None, "vk_wall"): ("planned", None, at, False),
+        (3, "email"): ("suppressed", "no consent", None, True),
+    }

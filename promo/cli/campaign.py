@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from promo.cli.output import console, outcome_table, parse_time, print_json
+from promo.domain.times import shown
 from promo.errors import UserError
 
 
@@ -68,9 +69,7 @@ def run(
     """Run a campaign (the waves due now) or one wave, through the Prefect flows."""
     from channels.render import override_folder
     from channels.samples import sample_check
-    from flows.campaign import all_outcomes, campaign_flow, wave_flow
     from flows.plan import plan_campaign
-    from flows.store import save_event
     from promo.db import session_scope
     from promo.domain.event import WAVES, load_event
     from promo.settings import get_settings
@@ -92,16 +91,65 @@ def run(
         wp = plan.wave(wave)
         if wp.send_at is None:
             raise UserError(f"{spec.slug}: the {wave} wave is dropped: {wp.note}")
+    # say what is about to happen before Prefect starts: its temporary API takes seconds
+    console.print(f"{spec.slug}: the event file, its rules and templates are fine; starts "
+                  f"{shown(spec.starts_at, spec.zone)}", highlight=False)
+    if not spec.cancelled:
+        ran = _waves_that_ran(spec.slug)
+        for w in waves:
+            due = w.send_at is not None and w.send_at <= clock
+            if w.name in ran:
+                console.print(f"  {w.name}: ran already; a run sends only to whom it has not "
+                              f"decided yet, nothing twice", highlight=False)
+                continue
+            console.print(f"  {w.name}: {w.status}, "
+                          + ("due now: sending" if due else
+                             f"goes {shown(w.send_at, spec.zone)}" if w.send_at else "dropped")
+                          + (f" ({w.note})" if w.note else ""), highlight=False)
+    console.print(_where_prefect_runs(), highlight=False)
+    # Prefect is imported only now: the lines above show within a second or two
+    from flows.account import wave_account
+    from flows.campaign import all_outcomes, campaign_flow, wave_flow
+    from flows.store import find_event, save_event
+
+    if wave is not None:
         with session_scope() as s:
             save_event(s, spec, event_file)
         result = wave_flow(spec.slug, wave, clock.isoformat())
         if result.get("status") == "early":
             console.print(f"{wave}: {result['note']}")
     else:
-        result = campaign_flow(str(event_file), clock.isoformat())
-        for w in result["waves"]:
-            console.print(f"{w['name']}: {w['status']} {w['send_at'] or ''} {w['note']}")
-    console.print(outcome_table(f"{spec.slug}: messages so far", all_outcomes(spec.slug)))
+        campaign_flow(str(event_file), clock.isoformat())
+    outcomes = all_outcomes(spec.slug)
+    console.print(outcome_table(f"{spec.slug}: messages so far, per channel", outcomes))
+    with session_scope() as s:
+        event_id = find_event(s, spec.slug).id
+        for name in outcomes:
+            account = wave_account(s, event_id, name)
+            console.print(f"{name}: {account.line(limit=len(account.why))}", highlight=False)
+
+
+def _waves_that_ran(slug: str) -> set[str]:
+    """The event's waves with decisions in the store (none for an event not stored yet)."""
+    from sqlalchemy import select
+
+    from flows.ledger import decided_waves
+    from promo.db import session_scope
+    from promo.db.models import Event
+
+    with session_scope() as s:
+        event_id = s.scalar(select(Event.id).where(Event.slug == slug))
+        return decided_waves(s, event_id) if event_id is not None else set()
+
+
+def _where_prefect_runs() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return f"running the flows on the Prefect server at {url} (the runs stay in its UI)"
+    return ("starting Prefect's temporary local API for the flow runs (a few seconds; set "
+            "PREFECT_API_URL to run them on a server and keep them in its UI)")
 
 
 def plan(
@@ -132,14 +180,18 @@ def plan(
     if as_json:
         print_json(data)
         return
-    console.print(f"[bold]{spec.title}[/] ({spec.slug}), starts "
-                  f"{spec.local_start:%Y-%m-%d %H:%M %Z}; plan as of {clock:%Y-%m-%d %H:%M %Z}")
+    console.print(f"[bold]{spec.title}[/] ({spec.slug}), starts {shown(spec.starts_at, spec.zone)}; "
+                  f"plan as of {shown(clock, spec.zone)}"
+                  + ("; [bold]cancelled[/]: nothing more is sent" if spec.cancelled else ""))
     for w in data["waves"]:
-        when = (datetime.fromisoformat(w["send_at"]).astimezone(spec.zone).strftime("%Y-%m-%d %H:%M %Z")
-                if w["send_at"] else "-")
+        ran = w["status"] == "ran"
+        when = (f"sent {shown(w.get('first_sent_at'), spec.zone)}" if ran
+                else shown(w["send_at"], spec.zone))
         console.print(f"\n[bold]{w['name']}[/]: {w['status']} {when}, {w['mode']}: "
-                      f"{', '.join(w['channels'])}" + (f"  ({w['note']})" if w["note"] else ""))
-        if w["send_at"] is None:
+                      f"{', '.join(w['channels'])}" + (f"  ({w['note']})" if w["note"] else "")
+                      + ("  · from the ledger: what it did" if ran else
+                         "  · predicted" if w.get("predicted") else ""), highlight=False)
+        if not ran and w["send_at"] is None:
             continue
         if not w["outcomes"]:
             console.print("  nobody to send to yet" + (
@@ -160,8 +212,20 @@ def plan(
             cost = _money(content["estimated_cost"]) if content else ""
             table.add_row(channel, *(str(row.get(c, 0)) for c in used), segments, cost)
         console.print(table)
-        console.print(f"estimated cost of the wave: {_money(w['estimated_cost'])} {w['currency']} "
+        console.print(f"people: {w['people']['summary']}" if ran else
+                      f"people: {_predicted_people(w['people'])}", highlight=False)
+        console.print(f"{'cost of the wave' if ran else 'estimated cost of the wave'}: "
+                      f"{_money(w['estimated_cost'])} {w['currency']} "
                       f"(prices: the `prices` setting)", highlight=False)
+
+
+def _predicted_people(people: dict) -> str:
+    """A wave to come in people: how many would get it (the account's "waiting")."""
+    why = "; ".join(f"{w['reason']}: {w['people']}" for w in people["why"][:4])
+    more = len(people["why"]) - 4
+    return (f"{people['waiting']} of {people['people']} would get it, {people['nothing']} "
+            f"would get nothing" + (f" ({why}" + (f"; +{more} more" if more > 0 else "") + ")"
+                                    if why else ""))
 
 
 def _money(amount: float) -> str:
@@ -200,7 +264,8 @@ def why(
     if not lines:
         console.print("  no decisions yet")
     for x in lines:
-        when = x.sent_at or x.send_at or ""
+        when = (f"sent {shown(x.sent_at, spec.zone)}" if x.sent_at else
+                f"at {shown(x.send_at, spec.zone)}" if x.send_at else "")
         tail = f": {x.reason}" if x.reason else ""
         src = "" if x.source == "ledger" else f" ({x.source})"
         console.print(escape(f"  {x.wave:<9} {x.channel or '-':<9} {x.status}{tail} {when}{src}"),

@@ -1,5 +1,8 @@
 """A fake SendGrid v3 Mail Send API: POST /v3/mail/send.
 
+`received` holds one email per personalization, as its recipients get it (substitutions
+applied); `requests` the requests themselves.
+
 Answers as SendGrid documents: 202 with an `X-Message-Id` header and no body; 200 in
 sandbox mode (nothing sent); 400 `{"errors": [{"message", "field", "help"}]}` for a
 request that breaks the rules; 401 for a wrong key; 429 with `X-RateLimit-*` headers.
@@ -19,6 +22,16 @@ _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 def _error(message: str, field: str | None = None, status: int = 400) -> Reply:
     return Reply(status, {"errors": [{"message": message, "field": field, "help": None}]})
+
+
+def substitute(text: str | None, personalization: dict[str, Any]) -> str | None:
+    """SendGrid's substitutions: each key replaced by its value wherever it occurs in the
+    subject and the content (a plain text replacement, key by key)."""
+    if text is None:
+        return None
+    for key, value in (personalization.get("substitutions") or {}).items():
+        text = text.replace(key, value)
+    return text
 
 
 class FakeSendGrid(FakeProvider):
@@ -61,19 +74,26 @@ class FakeSendGrid(FakeProvider):
         problem = self._validate(mail)
         if problem:
             return _error(*problem)
-        item = {"from": mail["from"]["email"], "subject": mail.get("subject"),
-                "content": {c["type"]: c["value"] for c in mail["content"]},
-                "headers": mail.get("headers", {}), "custom_args": mail.get("custom_args", {}),
-                "attachments": mail.get("attachments", []),
-                "personalizations": mail["personalizations"],
-                "to": [t["email"] for p in mail["personalizations"] for t in p["to"]]}
+        # one email per personalization, as its recipients get it: the personalization's
+        # subject, headers and custom args over the message's, its substitutions applied
+        items = [{
+            "from": mail["from"]["email"],
+            "subject": substitute(p.get("subject") or mail.get("subject"), p),
+            "content": {c["type"]: substitute(c["value"], p) for c in mail["content"]},
+            "headers": {**mail.get("headers", {}), **p.get("headers", {})},
+            "custom_args": {**mail.get("custom_args", {}), **p.get("custom_args", {})},
+            "attachments": mail.get("attachments", []),
+            "personalizations": [p],
+            "to": [t["email"] for t in p["to"]],
+        } for p in mail["personalizations"]]
         if mail.get("mail_settings", {}).get("sandbox_mode", {}).get("enable"):
             with self.lock:
-                self.sandboxed.append(item)
+                self.sandboxed.extend(items)
             return Reply(200)
         message_id = secrets.token_urlsafe(16)[:22]
-        item["message_id"] = message_id
-        self.record(item)
+        for item in items:
+            item["message_id"] = message_id
+            self.record(item)
         return Reply(202, b"", {"X-Message-Id": message_id})
 
     def _validate(self, mail: Any) -> tuple[str, str | None] | None:
@@ -96,6 +116,12 @@ class FakeSendGrid(FakeProvider):
         if len(people) > 1000:
             return "The personalizations field must have 1000 or fewer items.", "personalizations"
         for i, p in enumerate(people):
+            subs = p.get("substitutions") or {}
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in subs.items()):
+                return "Substitutions must be strings.", f"personalizations.{i}.substitutions"
+            if sum(len(k) + len(v) for k, v in subs.items()) > 10_000:
+                return ("The total size of substitutions must be less than 10000 bytes per "
+                        "personalization."), f"personalizations.{i}.substitutions"
             if not p.get("to"):
                 return ("The to array is required for all personalization objects, and must "
                         "have at least one email object with a valid email address."), \
