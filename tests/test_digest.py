@@ -153,6 +153,11 @@ def test_the_content_of_a_month_with_upcoming_and_past_events(series: dict[str, 
                             NOW.isoformat()).stdout)
     assert [e["event"] for e in report["events"]] == ["ms-old", "ms-1", "ms-2", "ms-3"]
 
+    listed = json.loads(cli("events", "list", "--json", "--now", NOW.isoformat()).stdout)
+    (digest,) = [e for e in listed if e["kind"] == "digest"]
+    assert digest["slug"] == "digest-moscow-python-2026-12"
+    assert [(w["wave"], w["state"], w["reached"]) for w in digest["waves"]] == [
+        ("digest", "ran", 3)]
     # a re-run in the same month sends nothing more (and a later day of it neither)
     again = digest_flow(SERIES, (NOW + timedelta(days=3)).isoformat())
     assert again["sent"] == {} and len(emails(store)) == 3
