@@ -76,4 +76,5 @@ def _one(series: str, clock: str) -> dict[str, Any]:
         return {"series": series, "digest": None, "note": note, "sent": {}}
     with tags(f"series:{series}", "wave:digest"):
         result = run_wave(spec.slug, DIGEST, clock)
-    return {"series": series, "digest": spec.slug, "note": note, **result}
+    # the wave's own result, with what the digest says in place of the wave's note
+    return {**result, "series": series, "digest": spec.slug, "note": note}

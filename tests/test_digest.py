@@ -123,6 +123,7 @@ def test_the_content_of_a_month_with_upcoming_and_past_events(series: dict[str, 
     assert data["past"][1]["recordings"] == [] and data["past"][1]["slides"] is None
 
     result = digest_flow(SERIES, NOW.isoformat())
+    assert result["note"] == "moscow-python, 2026-12: 1 upcoming, 2 past event(s)"
     assert result["sent"]["sent"] == 5  # anna, vera, dina by email; the VK wall; Telegram
     got = emails(store)
     assert sorted(got) == ["anna@example.org", "dina@example.org", "vera@example.org"]
