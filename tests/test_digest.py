@@ -129,7 +129,7 @@ def test_the_content_of_a_month_with_upcoming_and_past_events(series: dict[str, 
     assert sorted(got) == ["anna@example.org", "dina@example.org", "vera@example.org"]
     text = text_of(got["anna@example.org"])
     # when, in the event's zone with the zone named; the registration link tagged digest
-    assert "Thursday, January 14, 7:00 PM (Moscow time)" in text
+    assert "  When: Thursday, January 14, 7:00 PM (Moscow time)\n  Where: Точка кипения" in text
     assert "https://example.org/python-meetup-74?utm_source=email&utm_medium=digest" \
            "&utm_campaign=ms-3&utm_content=digest" in text
     assert 'Recording "Async in practice": https://video.example.org/ms-1/async' in text
