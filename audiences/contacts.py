@@ -320,3 +320,13 @@ def opt_out_everywhere(session: Session, contact_id: int, *, source: str,
     contact.opted_out_source = source[:SOURCE_LENGTH]
     session.flush()
     return True
+
+
+def set_digest(contact: Contact, wanted: bool | None, source: str, at: datetime) -> bool:
+    """The contact's own digest subscription (apart from the email consent): True wants it
+    (also "only the digest"), False ends it and nothing else, None follows the consent.
+    True if it changed."""
+    if contact.digest is wanted:
+        return False
+    contact.digest, contact.digest_source, contact.digest_at = wanted, source[:200], at
+    return True

@@ -37,6 +37,8 @@ GENERIC = Layout(
         "registered_at": ("registered_at",),
         "attended": ("attended",),
         "status": ("status",),
+        # the monthly digest, yes or no: its own subscription (yes also without email consent)
+        "digest": ("digest",),
     },
     _DAY_FIRST,
     warn_unknown=True,

@@ -34,6 +34,7 @@ class Person:
     __slots__ = (
         "changed_consents",
         "consents",
+        "digest",
         "email",
         "id",
         "language",
@@ -56,6 +57,7 @@ class Person:
         self.line = line  # the first row that named a new person
         self.name = self.language = self.timezone = None
         self.email = self.phone = self.vk_id = self.telegram_chat_id = None
+        self.digest: bool | None = None  # the monthly digest (None: follows the consent)
         self.opted_out_at: datetime | None = None
         self.stored: tuple | None = None  # the stored field values, to tell what changed
         # containers are made when first needed: a 100,000-row file holds 100,000 of these
@@ -67,7 +69,8 @@ class Person:
         self.changed_consents: list[str] | None = None
         self.registration: list | None = None  # [registered_at, attended, line, came_by]
 
-    FIELDS = ("name", "language", "timezone", "email", "phone", "vk_id", "telegram_chat_id")
+    FIELDS = ("name", "language", "timezone", "email", "phone", "vk_id", "telegram_chat_id",
+              "digest")
 
     def values(self) -> tuple:
         return tuple(getattr(self, f) for f in self.FIELDS)
@@ -116,7 +119,8 @@ def _load_stored(session: Session, rows: list[Row]) -> Index:
                 wanted[k].add(v)
     people: dict[int, Person] = {}
     cols = (Contact.id, Contact.name, Contact.language, Contact.timezone, Contact.email,
-            Contact.phone, Contact.vk_id, Contact.telegram_chat_id, Contact.opted_out_at)
+            Contact.phone, Contact.vk_id, Contact.telegram_chat_id, Contact.digest,
+            Contact.opted_out_at)
     for k, values in wanted.items():
         for part in chunks(sorted(values)):
             for cid, *fields, opted_out in session.execute(
@@ -231,7 +235,9 @@ def _merge(person: Person, r: Row, index: Index, report: ImportReport) -> None:
         if v is None:
             continue
         current = getattr(person, f)
-        if current is None:
+        if f == "digest":  # a yes or no the file gives is the person's word now
+            person.digest = v
+        elif current is None:
             setattr(person, f, v)
             if f in ADDRESS_KINDS:
                 index[f][v] = person

@@ -63,6 +63,7 @@ class Row:
     consent_at: datetime | None = None
     registered_at: datetime | None = None
     attended: bool | None = None
+    digest: bool | None = None
     cancelled: bool = False
     came_by: tuple[str | None, ...] | None = None  # the ATTRIBUTION values, when any is given
 
@@ -236,6 +237,13 @@ class RowReader:
                 bad("attended", f"{attended!r} is not an attendance mark (yes/no, да/нет)")
             else:
                 row.attended = mark
+        digest = self._cell(cells, "digest")
+        if digest is not None:
+            mark = _yes_no(digest)
+            if mark is _INVALID:
+                bad("digest", f"{digest!r} is not yes or no (да/нет)")
+            else:
+                row.digest = mark
         if self.registrations:
             came_by = tuple(self._cell(cells, f) for f in ATTRIBUTION)
             for f, value in zip(ATTRIBUTION, came_by, strict=True):

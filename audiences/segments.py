@@ -8,6 +8,7 @@ from sqlalchemy import and_, case, or_, select
 from sqlalchemy.orm import Session
 
 from promo.db.models import Consent, Contact, ContactTopic, Event, Registration
+from promo.domain.names import DIGEST
 from promo.domain.rules import Recipient
 
 # the contact field that holds each direct channel's address
@@ -45,8 +46,37 @@ def channel_block(
     return None
 
 
-def contact_block(contact: Contact, consent: Consent | None, channel: str) -> str | None:
-    """`channel_block` for a stored contact and their consent row on `channel` (or None)."""
+DIGEST_UNSUBSCRIBED = "unsubscribed from the digest"
+
+
+def digest_block(contact: Contact, consent: Consent | None) -> str | None:
+    """Why the monthly digest cannot go to a contact by email, or None when it can.
+
+    The digest has a subscription of its own (`Contact.digest`): False stops it and
+    nothing else; True (asked for it, maybe for it only) carries it past a withdrawn email
+    consent for announcements, but not past a later opt-out of everything or a dead address;
+    None follows the email consent.
+    """
+    if contact.email is None:
+        return "no address"
+    if contact.digest is False:
+        return DIGEST_UNSUBSCRIBED
+    if contact.digest is True:
+        asked = contact.digest_at
+        if contact.opted_out_at is not None and (asked is None or contact.opted_out_at >= asked):
+            return "opted out"
+        if consent is not None and consent.unreachable_at is not None:
+            return "unreachable"
+        return None
+    return contact_block(contact, consent, "email")
+
+
+def contact_block(contact: Contact, consent: Consent | None, channel: str,
+                  wave: str | None = None) -> str | None:
+    """`channel_block` for a stored contact and their consent row on `channel` (or None);
+    the digest's email (`wave` "digest") follows `digest_block`."""
+    if wave == DIGEST and channel == "email":
+        return digest_block(contact, consent)
     return channel_block(
         getattr(contact, ADDRESS_FIELD[channel]) is not None,
         consent.granted_at if consent else None,
@@ -175,3 +205,21 @@ def wave_audience(session: Session, event: Event, channels: list[str]) -> list[i
 def segment_size(session: Session, event: Event, channels: list[str]) -> int:
     """How many contacts a promotional wave of `event` on `channels` is for."""
     return len(wave_audience(session, event, channels))
+
+
+def series_audience(session: Session, topics: list[str], event_ids: list[int],
+                    exclude: set[int] | frozenset[int] = frozenset(),
+                    only: int | None = None) -> list[tuple[int, str | None, str | None]]:
+    """The monthly digest's audience: who follows a topic of the series' events or
+    registered for one of them, as (contact id, time zone, why the digest email cannot
+    reach them or None: `digest_block`)."""
+    registered = select(Registration.contact_id).where(Registration.event_id.in_(event_ids))
+    follows = select(ContactTopic.contact_id).where(ContactTopic.topic.in_(topics))
+    where = or_(Contact.id.in_(follows), Contact.id.in_(registered))
+    if only is not None:
+        where = and_(where, Contact.id == only)
+    q = (select(Contact, Consent).outerjoin(Consent, and_(
+        Consent.contact_id == Contact.id, Consent.channel == "email")).where(where)
+        .order_by(Contact.id))
+    return [(c.id, c.timezone, digest_block(c, consent))
+            for c, consent in session.execute(q) if c.id not in exclude]

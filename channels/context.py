@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_datetime, get_timezone_location
 
 from channels.calendar import google_calendar_url
-from channels.links import short_link, tagged
+from channels.links import short_link, tagged, with_utm
+from promo.domain.digest import DigestItem, DigestSpec
 from promo.domain.event import EventSpec
-from promo.domain.names import BROADCAST_CHANNELS
+from promo.domain.names import BROADCAST_CHANNELS, DIGEST
 from promo.settings import Settings
 
 LANGUAGES = ("ru", "en")
@@ -109,4 +110,30 @@ def context(event: EventSpec, wave: str, channel: str, *, name: str | None, tz: 
         "lang": lang,
         "unsubscribe_url": unsubscribe_url,
         "calendar_url": google_calendar_url(event, lang, registration_url, url),
+        **(digest_context(event, channel, lang) if isinstance(event, DigestSpec) else {}),
     }
+
+
+def digest_context(digest: DigestSpec, channel: str, lang: str) -> dict[str, Any]:
+    """What the digest's templates list: `upcoming` (each with `when` in its event's zone,
+    the zone named, and a registration link tagged utm_medium=digest) and `past` (with
+    `recordings`, `slides`, `photos`: any of them may be empty)."""
+
+    def item(i: DigestItem) -> dict[str, Any]:
+        w = when_parts(i.starts_at, i.timezone, lang)
+        link = with_utm(str(i.registration_url), source=channel, medium=DIGEST,
+                        campaign=i.slug, content=DIGEST)
+        links = i.links
+        return {
+            "title": i.title, "slug": i.slug, "venue": i.venue, "online": not i.venue,
+            "url": str(i.url) if i.url else None,
+            "when": WHEN_FORMAT.get(lang, WHEN_FORMAT["en"]).format(**w),
+            "date": w["date"], "registration_url": link,
+            "recordings": [{"title": r.title, "url": str(r.url)} for r in i.recordings],
+            "slides": str(links.slides) if links and links.slides else None,
+            "photos": str(links.photos) if links and links.photos else None,
+        }
+
+    return {"series": digest.digest_series, "month": digest.month,
+            "upcoming": [item(i) for i in digest.upcoming],
+            "past": [item(i) for i in digest.past]}

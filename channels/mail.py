@@ -4,6 +4,7 @@ the one-click unsubscribe headers (RFC 8058) and the event as a calendar invitat
 from __future__ import annotations
 
 from channels.calendar import ics_attachment
+from promo.domain.digest import DigestSpec
 from promo.domain.event import EventSpec
 
 Attachment = tuple[str, str, bytes]  # file name, content type, data
@@ -35,6 +36,8 @@ def email_extras(event: EventSpec, lang: str, ctx: dict, unsubscribe_url: str | 
                  invitations: Invitations) -> tuple[dict[str, str], list[Attachment]]:
     """The headers and attachments of one email rendered with `ctx` (`channels.context.context`):
     one click unsubscribes, one click puts the event in the contact's calendar."""
+    if isinstance(event, DigestSpec):  # lists several events: no one calendar entry
+        return unsubscribe_headers(unsubscribe_url), []
     links = ctx["event"]
     invitation = invitations.get(event, lang, links["registration_url"], links["url"])
     return unsubscribe_headers(unsubscribe_url), [invitation]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -17,6 +18,9 @@ from typing import ClassVar
 from channels.base import Channel, OutgoingMessage, SendResult
 
 _append_lock = threading.Lock()
+
+
+EML_POLICY = policy.default.clone(max_line_length=998)
 
 
 def _safe(name: str) -> str:
@@ -51,7 +55,9 @@ class OutboxChannel(Channel):
         return [SendResult(m.id, f"outbox:{m.key}") for m in messages]
 
     def _write_eml(self, m: OutgoingMessage) -> SendResult:
-        msg = EmailMessage()
+        # lines up to RFC 5322's 998: the default 78 turns the long unsubscribe URL into an
+        # encoded-word, which mail clients do not read as a List-Unsubscribe URL
+        msg = EmailMessage(policy=EML_POLICY)
         msg["From"] = self.email_from
         msg["To"] = m.address or ""
         msg["Subject"] = m.subject or ""

@@ -272,6 +272,7 @@ def report_markdown(slug: str, now: datetime, picture: bool = True) -> str:
     settings = get_settings()
     with session_scope(settings.database_url) as s:
         row = find_event(s, slug)
+        zone = row.timezone
         r = event_report(s, row, now, settings)
         png = draw(s, row, now, settings, series_of(row), ARTIFACT_DPI) if picture else None
         s.rollback()
@@ -280,7 +281,7 @@ def report_markdown(slug: str, now: datetime, picture: bool = True) -> str:
             f"{r['new_attendees']} new, {r['returning_attendees']} returning")
     lines = [f"# {r['title']} · report", "",
              (f"{r['event']}, series **{r['series']}**, {r['starts_at']} ({r['status']}); "
-             f"as of {now:%Y-%m-%d %H:%M} UTC"), "",
+             f"as of {shown(now, zone)}"), "",
              f"**Registered:** {r['registered']}; {came}.", ""]
     if r["forecast"] is not None:
         lines += [forecast_line(r["forecast"]), ""]

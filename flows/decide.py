@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from promo.domain.names import BROADCAST_CHANNELS, Status
@@ -54,6 +54,9 @@ class WaveRules:
     # the campaign's reminder, so that a promotional wave keeps a registrant-to-be's slot free
     reminder_at: datetime | None = None
     reminder_channels: Sequence[str] = field(default_factory=tuple)
+    # the digest: kept this far from the promotional waves of the events it lists
+    # (`promo.domain.rules.spacing_violation`; each recipient's `near`)
+    spacing: timedelta | None = None
 
     @property
     def direct_channels(self) -> list[str]:
@@ -108,6 +111,7 @@ def decide_wave(
     opens_by_zone: dict[str, dict[str, datetime]] = {}
     channel_windows = [(c, windows.get(c)) for c in channels]
     promotional = rules.promotional
+    spacing = rules.spacing
     planned, deferred = Status.planned, Status.deferred
     # a wave of public posts only decides nothing per contact
     for r in recipients if channels else ():
@@ -123,7 +127,8 @@ def decide_wave(
         kept: list[tuple[str, str]] = []
         for channel, window in channel_windows:
             verdict = judge(channel, send_at, opens[channel], starts_at, registered,
-                            blocked.get(channel, "no address"), window, history, caps, True)
+                            blocked.get(channel, "no address"), window, history, caps, True,
+                            r.near, spacing)
             status = verdict[0]
             if status is not planned and status is not deferred:
                 append(Decision(r.id, channel, status, verdict[1], None))

@@ -20,12 +20,14 @@ from channels.context import LANGUAGES
 from channels.samples import content_estimate
 from flows.account import account_of, wave_account
 from flows.decide import Decision, decide_wave, summarize
+from flows.digest import decide_digest, digest_rules
 from flows.ledger import load_histories, wave_outcomes
 from flows.plan import CampaignPlan, plan_campaign
 from flows.wave import decide, wave_rules
 from promo.db.models import Contact, ContactTopic, Event, Message, Registration
+from promo.domain.digest import DigestSpec
 from promo.domain.event import EventSpec
-from promo.domain.names import GOING, Status
+from promo.domain.names import DIGEST, GOING, Status
 from promo.errors import UserError
 from promo.settings import Settings
 
@@ -154,6 +156,16 @@ def explain(session: Session, contact: Contact, spec: EventSpec, now: datetime,
         out.append(Explanation(m.wave, m.channel, m.status, m.reason,
                                m.send_at.isoformat() if m.send_at else None,
                                m.sent_at.isoformat() if m.sent_at else None, "ledger"))
+    if isinstance(spec, DigestSpec):  # a series' digest: its own audience and rules
+        if DIGEST not in decided and now < spec.starts_at:
+            decisions, _ = decide_digest(session, row, spec, digest_rules(spec, now, settings),
+                                         only=contact.id)
+            out.extend(_from_decision(DIGEST, d) for d in decisions)
+            if not decisions:
+                out.append(Explanation(DIGEST, None, "not in audience", (
+                    f"follows no topic of {spec.digest_series} and registered for none of its "
+                    f"events"), None, None, "predicted"))
+        return out
     if plan is None:
         return out
     for w in plan.waves:

@@ -33,6 +33,7 @@ from channels.context import context, pick_language
 from channels.mail import Attachment, Invitations, email_extras
 from channels.render import TemplateProblem, render
 from flows import ledger
+from flows.digest import claim_spacing
 from flows.fallback import FALLBACK, fall_back
 from flows.lease import current_lease
 from flows.ledger import Outcome
@@ -40,7 +41,13 @@ from flows.store import event_spec
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, Event, Message, Registration, utcnow
 from promo.domain.event import EventSpec
-from promo.domain.names import BROADCAST_CHANNELS, PROMOTIONAL_WAVES, ChannelName, Status
+from promo.domain.names import (
+    BROADCAST_CHANNELS,
+    DIGEST,
+    PROMOTIONAL_WAVES,
+    ChannelName,
+    Status,
+)
 from promo.domain.rules import add_to_history, judge, next_send_time
 from promo.settings import Settings
 from promo.tokens import unsubscribe_url
@@ -89,6 +96,8 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
         ledger.load_histories(session, now, span, contact_ids, include_planned=False)
         if span else {}
     )
+    # the digest's room for the campaign waves, judged again like the caps
+    near, spacing = claim_spacing(session, rows, events, now, settings)
     claimed: list[Claimed] = []
     stamp = utcnow()
     for row in sorted(rows, key=lambda r: (r.contact_id or 0, r.id)):
@@ -102,7 +111,8 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
         elif contact is None:
             blocked = "contact forgotten"
         else:
-            blocked = contact_block(contact, consents.get((contact.id, row.channel)), row.channel)
+            blocked = contact_block(contact, consents.get((contact.id, row.channel)), row.channel,
+                                    row.wave)
         tz = (contact.timezone if contact is not None else None) or spec.timezone
         verdict = judge(
             row.channel, now, next_send_time(now, tz, window), spec.starts_at,
@@ -112,6 +122,7 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
             history=(histories.setdefault(contact.id, {})
                      if contact is not None and row.counts_for_caps else None),
             caps=caps, predict=False,
+            near=near.get(row.contact_id, ()) if row.wave == DIGEST else (), spacing=spacing,
         )
         if verdict.status is not Status.planned:
             held_until = {"send_at": verdict.at} if verdict.status is Status.deferred else {}
@@ -139,7 +150,9 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
 def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | None,
             invitations: Invitations) -> OutgoingMessage:
     lang = pick_language(c.language, spec, settings.default_language)
-    unsub = unsubscribe_url(settings, c.contact_id, c.channel) if c.contact_id else None
+    # the digest's own link unsubscribes from the digest only (its page offers everything)
+    unsub = (unsubscribe_url(settings, c.contact_id, DIGEST if c.wave == DIGEST else c.channel)
+             if c.contact_id else None)
     ctx = context(spec, c.wave, c.channel, name=c.name, tz=c.timezone, lang=lang,
                   unsubscribe_url=unsub, settings=settings)
     r = render(spec, c.wave, c.channel, lang, ctx, override, settings=settings)

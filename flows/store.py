@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from promo.db.models import Event
+from promo.domain.digest import DigestSpec
 from promo.domain.event import EventSpec
 from promo.errors import UserError
 
@@ -47,9 +48,11 @@ def find_event(session: Session, slug: str) -> Event:
 def upcoming_events(session: Session, now: datetime, within: timedelta) -> list[Event]:
     """The events not cancelled that start after `now` and within `within` of it."""
     return list(session.scalars(select(Event).where(
-        Event.cancelled_at.is_(None), Event.starts_at > now, Event.starts_at < now + within)))
+        Event.kind == "event", Event.cancelled_at.is_(None), Event.starts_at > now, Event.starts_at < now + within)))
 
 
 def event_spec(row: Event) -> EventSpec:
     data = {k: v for k, v in row.definition.items() if not k.startswith("_")}
+    if row.kind == "digest":  # a series' digest of a month (flows/digest.py)
+        return DigestSpec.model_validate(data)
     return EventSpec.model_validate(data)

@@ -89,6 +89,11 @@ def prepare_wave(event_slug: str, wave: str, now: datetime, settings: Settings) 
 def _prepare(s: Session, row: Event, spec: EventSpec, wave: str, now: datetime,
              settings: Settings) -> PreparedWave:
     event_slug = spec.slug
+    if row.kind == "digest":  # a series' monthly digest: its own audience and rules
+        from flows.digest import prepare_digest
+
+        status, note, decided, interrupted = prepare_digest(s, row, now, settings)
+        return PreparedWave(event_slug, wave, now, status, note, decided, interrupted)
     if row.cancelled_at is not None:
         # a run scheduled before the event was called off ends quietly, sending nothing
         return PreparedWave(event_slug, wave, now, WaveStatus.dropped, "the event was cancelled")

@@ -21,17 +21,19 @@ from sqlalchemy import insert, select
 from audiences import synthetic
 from channels.samples import sample_check
 from flows.campaign import release_held, wave_flow
+from flows.digest_flow import digest_flow
 from flows.plan import plan_campaign
 from flows.store import save_event
 from promo.db import dispose_engines, session_scope
 from promo.db.models import Event, Message, Registration
 from promo.demo_series import add_history
-from promo.domain.event import load_event
+from promo.domain.event import EventSpec, load_event
 from promo.domain.names import Status
 from promo.domain.times import shown
 from promo.settings import get_settings, reset_settings
 
 EVENT_SLUG = "python-meetup-74"
+DEMO_SERIES = "python"
 
 
 def event_yaml(starts_at: datetime) -> str:
@@ -77,7 +79,7 @@ def prepare(folder: Path, contacts: int, now: datetime) -> Path:
         previous = Event(slug="python-meetup-73", title="Moscow Python Meetup #73",
                          starts_at=now - timedelta(days=10), timezone="Europe/Moscow",
                          topic="python", series="python", language="ru",
-                         definition={"slug": "python-meetup-73"})
+                         definition=_previous_definition(now - timedelta(days=10)))
         s.add(previous)
         s.flush()
         announce_at = spec.wave_time(spec.campaign.announce)
@@ -102,6 +104,22 @@ def prepare(folder: Path, contacts: int, now: datetime) -> Path:
             {"event_id": event.id, "contact_id": cid, "registered_at": now, "source": "demo"}
             for cid in early])
     return path
+
+
+def _previous_definition(starts_at: datetime) -> dict:
+    """The earlier meetup as its event file would say, with what it left behind (the
+    monthly digest lists its recordings and slides)."""
+    return EventSpec.model_validate({
+        "slug": "python-meetup-73", "title": "Moscow Python Meetup #73",
+        "starts_at": starts_at.isoformat(), "timezone": "Europe/Moscow",
+        "venue": "Точка кипения, ул. Малая Андроньевская, 15",
+        "registration_url": "https://example.org/python-meetup-73", "topic": "python",
+        "language": "ru",
+        "recordings": ["https://video.example.org/python-meetup-73/keynote",
+                       {"title": "asyncio в продакшене",
+                        "url": "https://video.example.org/python-meetup-73/asyncio"}],
+        "links": {"slides": "https://slides.example.org/python-meetup-73"},
+    }).model_dump(mode="json")
 
 
 def _register_some(slug: str, wave: str, share: float, seed: int, at: datetime) -> int:
@@ -150,5 +168,8 @@ def demo_flow(event_file: str, now: str) -> dict:
 def run_demo(folder: Path, contacts: int = 1000, now: datetime | None = None) -> dict:
     now = now or datetime.now(UTC)
     path = prepare(folder, contacts, now)
+    # today's monthly digest first (the next meetup, the last one's recordings): the
+    # campaign's waves then count it against the caps like any message
+    digest = digest_flow(DEMO_SERIES, now.isoformat())
     result = demo_flow(str(path), now.isoformat())
-    return {"event_file": path, **result}
+    return {"event_file": path, "digest": digest, **result}

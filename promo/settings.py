@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     # life: a process that stops renewing it for this long is dead, its rows are taken over
     send_batches_in_flight: int = Field(16, ge=1, le=64)
     send_lease_seconds: float = Field(10.0, ge=1, le=600)
+    # the monthly digest (flows/digest.py): never within this many days of a promotional wave
+    # a person got or will get for an event it lists; its channels (email and public posts)
+    digest_spacing_days: int = Field(3, ge=0, le=60)
+    digest_channels: list[Literal["email", "vk_wall", "telegram_channel"]] = Field(
+        default_factory=lambda: ["email", "vk_wall", "telegram_channel"])
 
     # content checks and the plan's cost estimate (channels/render.py, channels/samples.py)
     max_sms_segments: int = Field(2, ge=1, le=10, description="an SMS template longer is refused")

@@ -60,7 +60,8 @@ def test_outbox_holds_all_three_waves(demo_run):
                              if f"_{w}_" in p.name)
     assert set(waves_by_email) == {"announce", "last_call", "reminder"}, waves_by_email
     lines = [json.loads(line) for f in outbox.glob("*/*.jsonl") for line in f.read_text().splitlines()]
-    assert {m["wave"] for m in lines} == {"announce", "last_call", "reminder"}
+    # the series' monthly digest went first (its public posts too)
+    assert {m["wave"] for m in lines} == {"announce", "last_call", "reminder", "digest"}
     assert {m["channel"] for m in lines} >= {"sms", "vk", "telegram", "vk_wall"}
     keys = [m["key"] for m in lines] + [p.name for p in emails]
     assert len(keys) == len(set(keys)), "a message was written twice"
@@ -120,3 +121,18 @@ def test_a_rerun_of_a_wave_sends_nothing_new(demo_run):
     assert result["sent"].get("sent", 0) == 0
     _, after, _, _ = sent_rows()
     assert sorted(map(tuple, before), key=str) == sorted(map(tuple, after), key=str)
+
+
+def test_the_demo_sends_the_series_digest(demo_run):
+    folder, result = demo_run
+    digest = result["digest"]
+    assert digest["digest"] == f"digest-python-{NOW.astimezone(ZoneInfo('Europe/Moscow')):%Y-%m}"
+    assert digest["sent"]["sent"] > 100
+    emails = list((folder / "outbox" / "email").glob(f"{digest['digest']}*.eml"))
+    assert len(emails) == digest["sent"]["sent"] - 2  # and the VK wall and Telegram posts
+    import email
+
+    msg = email.message_from_bytes(emails[0].read_bytes())
+    text = next(p.get_payload(decode=True).decode() for p in msg.walk()
+                if p.get_content_type() == "text/plain")
+    assert "python-meetup-73/asyncio" in text and "utm_medium=digest" in text

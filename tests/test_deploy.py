@@ -193,6 +193,21 @@ def test_campaign_deployment_schedules_runs_and_publishes(stack: Stack) -> None:
         hour = int(wanted["cron"].split()[1])
         assert {r.expected_start_time.astimezone(ZoneInfo(wanted["timezone"])).hour
                 for r in upcoming} == {hour}
+        # the digest: the first Monday of each month at 11:00 in its zone (days 1-7 AND
+        # Monday: day_or false), as the real server's scheduler reads it
+        digest = client.read_deployment_by_name("digest/monthly")
+        monthly = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"][
+            "digest_schedule"]
+        assert [(x.schedule.cron, x.schedule.timezone, x.schedule.day_or)
+                for x in digest.schedules] == [(monthly["cron"], monthly["timezone"], False)]
+        mondays = _wait(lambda: client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[digest.id]))), 90,
+            "the scheduler to schedule the digest runs", stack)
+        local = [r.expected_start_time.astimezone(ZoneInfo(monthly["timezone"]))
+                 for r in mondays]
+        assert {(t.weekday(), t.hour, t.minute) for t in local} == {(0, 11, 0)}, local
+        assert all(t.day <= 7 for t in local) and len({(t.year, t.month) for t in local}) \
+            == len(local), local
         today = _run("reminders/daily", {}, client, stack)
         assert today.state.is_completed(), stack.tail()
         assert today.name == f"daily · {datetime.now(UTC):%Y-%m-%d}"

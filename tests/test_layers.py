@@ -24,8 +24,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("steps", ("flows", "flows.plan", "flows.decide", "flows.wave", "flows.send",
                "flows.ledger", "flows.store", "flows.preview", "flows.lease", "flows.resume",
                "flows.fallback", "promo.report")),
-    ("flows", ("flows.campaign", "flows.daily", "flows.artifacts", "flows.schedule",
-               "flows.sending")),
+    ("flows", ("flows.campaign", "flows.daily", "flows.digest_flow", "flows.artifacts",
+               "flows.schedule", "flows.sending")),
     ("top", ("promo.cli", "promo.webhooks", "promo.demo", "promo.demo_series")),
 ]
 RANK = {"domain": 0, "audiences": 1, "channels": 1, "steps": 2, "flows": 3, "top": 4}

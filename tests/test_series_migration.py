@@ -37,7 +37,10 @@ def upgrade_old_store(url: str) -> None:
             "SELECT walk_in, utm_source FROM registrations")).one()
         assert walk_in in (False, 0) and source is None
         assert conn.execute(text("SELECT count(*) FROM link_clicks")).scalar_one() == 0
-        # brought to the newest migration (0002 and what came after it)
+        # 0003: an old event is an event (not a digest), an old contact follows the consent
+        assert conn.execute(text("SELECT kind FROM events")).scalar_one() == "event"
+        assert conn.execute(text("SELECT digest FROM contacts")).scalar_one() is None
+        # brought to the newest migration (0003 and what came after it)
         head = ScriptDirectory.from_config(cfg).get_current_head()
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
     engine.dispose()

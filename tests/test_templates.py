@@ -271,6 +271,8 @@ def test_a_broken_template_stops_the_campaign_before_any_send(store: Path, prefe
     assert len(emails) == 3 and _messages() >= 3
     msg = email.message_from_bytes(emails[0].read_bytes(), policy=policy.default)
     assert msg["List-Unsubscribe"].startswith("<http://127.0.0.1:8000/unsubscribe/")
+    # as written, not as an encoded-word: a mail client reads the URL from the raw header
+    assert b"\nList-Unsubscribe: <http://127.0.0.1:8000/unsubscribe/" in emails[0].read_bytes()
     ics = next(p for p in msg.iter_attachments() if p.get_content_type() == "text/calendar")
     assert ics.get_filename() == "python-meetup-74.ics"
     assert b"DTSTART;TZID=Europe/Moscow:20261201T" in ics.get_payload(decode=True)

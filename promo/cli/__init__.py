@@ -1,5 +1,6 @@
 """The `promo` command line: what an organizer does by hand. One module per command group
-(`promo.cli.campaign`, `events`, `audiences`, `attendance`, `report`, `webhooks`, `preview`),
+(`promo.cli.campaign`, `events`, `audiences`, `attendance`, `report`, `digest`, `webhooks`,
+`preview`),
 all printing through `promo.cli.output`; this module only assembles them."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from promo.cli import (
     attendance,
     audiences,
     campaign,
+    digest,
     events,
     preview,
     report,
@@ -42,6 +44,7 @@ app.command("preview")(preview.preview)
 app.add_typer(uncertain.uncertain_app, name="uncertain")
 app.add_typer(attendance.attendance_app, name="attendance")
 app.command("report")(report.report)
+app.add_typer(digest.digest_app, name="digest")
 
 
 DEBUG_HELP = "run with --debug (or PROMO_DEBUG=1) for the traceback"

@@ -37,6 +37,16 @@ def demo(
                   f"{EVENT_SLUG}, every wave run through the Prefect flows at its time")
     console.print("starting Prefect (a temporary local server, 10-20 s), then the waves:")
     result = run_demo(folder, contacts)
+    digest = result["digest"]
+    if digest.get("digest"):
+        console.print(outcome_table(f"Monthly digest of the series (promo digest preview "
+                                    f"--series python): {digest['note']}",
+                                    all_outcomes(digest["digest"])), highlight=False)
+        console.print(f"the digest's emails: {folder / 'outbox' / 'email'}/"
+                      f"{digest['digest']}*.eml; ask why: promo why CONTACT-ID "
+                      f"{digest['digest']}", highlight=False)
+    else:
+        console.print(f"monthly digest: {digest['note']}", highlight=False)
     outcomes = all_outcomes(EVENT_SLUG)
     order = {"announce": 0, "last_call": 1, "reminder": 2}
     outcomes = dict(sorted(outcomes.items(), key=lambda kv: order.get(kv[0], 9)))

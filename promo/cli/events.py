@@ -90,6 +90,9 @@ def events_list(
     with session_scope() as s:
         for event in s.scalars(select(Event).order_by(Event.starts_at, Event.slug)):
             spec = event_spec(event)
+            if event.kind == "digest":  # a series' monthly digest: its one wave
+                rows.append(_digest_row(s, event, spec))
+                continue
             try:
                 plan = {w.name: w for w in plan_campaign(spec, clock).waves}
             except UserError:
@@ -109,7 +112,7 @@ def events_list(
                     state, detail = "not sent", "the event has started"
                 waves.append({"wave": name, "state": state, "detail": detail,
                               "reached": account.reached, "got_nothing": account.nothing})
-            rows.append({"slug": spec.slug, "title": spec.title,
+            rows.append({"slug": spec.slug, "title": spec.title, "kind": "event",
                          "starts_at": spec.starts_at.isoformat(),
                          "start": shown(spec.starts_at, spec.zone),
                          "cancelled": event.cancelled_at is not None, "waves": waves})
@@ -162,3 +165,18 @@ def db_upgrade() -> None:
 
     engine = get_engine()
     console.print(f"{engine.url.render_as_string(hide_password=True)}: up to date")
+
+
+def _digest_row(s, event, spec) -> dict:
+    """A digest in `promo events list`: its month (its `starts_at` is the month's end) and
+    what its one wave did."""
+    from flows.account import wave_account
+    from promo.domain.names import DIGEST
+
+    account = wave_account(s, event.id, DIGEST)
+    return {"slug": spec.slug, "title": spec.title, "kind": "digest",
+            "starts_at": spec.starts_at.isoformat(), "start": f"the month {spec.month}",
+            "cancelled": False,
+            "waves": [{"wave": DIGEST, "state": "ran" if account.ran else "not sent",
+                       "detail": account.line(limit=2) if account.ran else "",
+                       "reached": account.reached, "got_nothing": account.nothing}]}

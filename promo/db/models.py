@@ -70,6 +70,11 @@ class Contact(Base):
     # opted out of everything (a global unsubscribe)
     opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     opted_out_source: Mapped[str | None] = mapped_column(String(200))
+    # the monthly digest, apart from the email consent for announcements: None follows that
+    # consent, True wants the digest (also "only the digest"), False unsubscribed from it
+    digest: Mapped[bool | None] = mapped_column(Boolean)
+    digest_source: Mapped[str | None] = mapped_column(String(200))
+    digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -121,6 +126,9 @@ class Event(Base):
     # the validated event description, as the YAML gave it
     definition: Mapped[dict] = mapped_column(JSON)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # `event`, or `digest`: a series' digest of one month (flows/digest.py), whose ledger
+    # rows hang on it so that it goes through the waves' send pipeline; no series, no topic
+    kind: Mapped[str] = mapped_column(String(16), default="event", server_default="event")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

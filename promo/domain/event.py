@@ -82,6 +82,29 @@ class CampaignSpec(CampaignWaves):
         return merged
 
 
+class Recording(BaseModel):
+    """A recording of a talk, added after the event: a URL, or `{title, url}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, min_length=1, max_length=300)
+    url: AnyHttpUrl
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+
+class EventLinks(BaseModel):
+    """What else the event left behind: its slides and photos (the digest lists them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slides: AnyHttpUrl | None = None
+    photos: AnyHttpUrl | None = None
+
+
 class EventSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -106,8 +129,16 @@ class EventSpec(BaseModel):
     texts: dict[WaveLiteral, dict[ChannelLiteral, dict[
         Literal["ru", "en"], str | dict[Literal["subject", "txt", "html"], str]]]] | None = None
     campaign: CampaignSpec = Field(default_factory=lambda: CampaignSpec.model_validate({}))
+    # added after the event, for the monthly digest: the talks' recordings, slides, photos
+    recordings: list[Recording] = Field(default_factory=list, max_length=100)
+    links: EventLinks | None = None
     # the organizer called the event off: running the campaign again cancels its pending waves
     cancelled: StrictBool = False
+
+    @field_validator("recordings", mode="before")
+    @classmethod
+    def _null_recordings(cls, value: Any) -> Any:
+        return [] if value is None else value
 
     @field_validator("campaign", mode="before")
     @classmethod

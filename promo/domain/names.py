@@ -89,6 +89,9 @@ class WaveStatus(Name):
 
 
 PROMOTIONAL_WAVES = (WaveName.announce, WaveName.last_call)
+# the monthly digest's wave: its ledger rows hang on a `digest` events row (flows/digest.py);
+# not a campaign's wave
+DIGEST = "digest"
 WAVES = (*PROMOTIONAL_WAVES, WaveName.reminder)
 WaveLiteral = Literal["announce", "last_call", "reminder"]
 assert set(get_args(WaveLiteral)) == set(WaveName)

@@ -162,10 +162,23 @@ class Recipient(NamedTuple):
     timezone: str | None
     blocked: Mapping[str, str | None]
     registered: bool = False
+    # the digest only: the promotional waves the contact got or will get for the events it
+    # lists, as (when, what) (`spacing_violation`)
+    near: Sequence[tuple[datetime, str]] = ()
 
 
 REGISTERED = "registered"
 EVENT_STARTED = "the event has started"
+
+
+def spacing_violation(near: Sequence[tuple[datetime, str]], at: datetime,
+                      spacing: timedelta) -> str | None:
+    """The digest keeps room for the campaign waves: the promotional wave (of an event it
+    lists) that a digest at `at` would come too close to, as an organizer reads it, or None."""
+    for when, what in near:
+        if abs(when - at) < spacing:
+            return f"within {spacing.days} days of {what}"
+    return None
 
 
 class Verdict(NamedTuple):
@@ -203,6 +216,8 @@ def judge(
     history: History | None,
     caps: Mapping[str, Cap],
     predict: bool,
+    near: Sequence[tuple[datetime, str]] = (),
+    spacing: timedelta | None = None,
 ) -> Verdict:
     """The rules for one message, in order: the event's start, registration, the channel's
     standing (address, consent, opt-out), quiet hours, the caps.
@@ -214,6 +229,8 @@ def judge(
     `predict`: the planner and `why` judge a message held by quiet hours at the time it
     will go, caps included; the send-time claim only holds it and judges the caps when it
     is due (the history may have changed by then).
+    `near`, `spacing`: the digest's room for the campaign waves (`spacing_violation`),
+    judged like a cap.
     """
     if due >= starts_at:
         return _fixed(_DROPPED, EVENT_STARTED)
@@ -226,6 +243,10 @@ def judge(
     if opens >= starts_at:
         return Verdict(_DROPPED, f"quiet hours ({window}): opens only after the start", None)
     held = opens > due
+    if spacing is not None and near:
+        violation = spacing_violation(near, opens, spacing)
+        if violation:
+            return Verdict(_CAPPED, violation, None)
     if history is not None and (predict or not held):
         violation = cap_violation(history, channel, opens, caps)
         if violation:

@@ -15,6 +15,8 @@ sent), keyed with `registration_webhook_secret` (its UTF-8 bytes). The body:
      "email": "anna@example.org", "phone": "+79161234567",
      "name": "Анна", "language": "ru",      # used when the person is new
      "consent": ["email"],                 # channels the person agreed to on the form
+     "digest": true,                       # optional: the monthly digest, yes or no (its own
+                                           #   subscription: true also without "email" consent)
      "registered_at": "2026-11-20T10:00:00+03:00",   # optional, default: now
      "source": "timepad",                  # optional, recorded with the registration
      "utm_source": "sms", "utm_medium": "promotion",    # optional: the tags of the link the
@@ -48,6 +50,7 @@ from audiences.contacts import (
     normalize_email,
     normalize_language,
     normalize_phone,
+    set_digest,
 )
 from audiences.import_layouts import ATTRIBUTION
 from audiences.privacy import forgotten_at
@@ -160,6 +163,13 @@ def _attended(data: dict[str, Any]) -> bool | None:
     raise Refused("attended: expected true or false")
 
 
+def _digest(data: dict[str, Any]) -> bool | None:
+    value = data.get("digest")
+    if value is None or isinstance(value, bool):
+        return value
+    raise Refused("digest: expected true or false")
+
+
 def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
     """Add the registration (once); raises Refused for a body that cannot be applied."""
     slug = _text(data, "event")
@@ -167,6 +177,7 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
         raise Refused("event: the event's slug is required")
     came_by = _came_by(data)
     attended = _attended(data)
+    digest = _digest(data)
     consents = data.get("consent") or []
     if not isinstance(consents, list):
         raise Refused("consent: expected a list of channels")
@@ -189,6 +200,8 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
         source = f"webhook: {_text(data, 'source') or 'registration'}"[:200]
         for channel in channels:
             grant_consent(s, contact.id, channel, source=f"{source} (registration form)", at=at)
+        if digest is not None:
+            set_digest(contact, digest, f"{source} (registration form)", at)
         registration = s.scalar(select(Registration).where(
             Registration.event_id == event.id, Registration.contact_id == contact.id))
         created = registration is None
@@ -210,7 +223,8 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
         normalized = {"kind": "attendance" if attended is not None else "registration",
                       "event": slug, "contact_id": contact.id,
                       "new_contact": new_contact, "new_registration": created,
-                      "walk_in": walk_in, "attended": attended, "consent": channels}
+                      "walk_in": walk_in, "attended": attended, "consent": channels,
+                      "digest": digest}
         set_normalized(s, key, normalized)
     return {"outcome": "applied", **normalized}
 

@@ -17,9 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from audiences.contacts import set_digest
 from audiences.segments import ADDRESS_FIELD
 from promo.db import session_scope
 from promo.db.models import Consent, Contact, utcnow
+from promo.domain.names import DIGEST
 from promo.settings import Settings
 from promo.tokens import read_unsubscribe_token
 from promo.webhooks.consent import opt_out, standing
@@ -63,8 +65,8 @@ def _language(contact: Contact | None, settings: Settings) -> str:
     return "en"
 
 
-def _page(lang: str, text: str, *, button: str | None = None, status: int = 200) -> HTMLResponse:
-    form = ""
+def _page(lang: str, text: str, *, button: str | None = None, status: int = 200,
+          form: str = "") -> HTMLResponse:
     if button:
         # posts to the same URL: the token stays in the path
         form = (f'<form method="post"><button type="submit" name="confirm" '
@@ -80,9 +82,63 @@ def _page(lang: str, text: str, *, button: str | None = None, status: int = 200)
 
 def read_token(settings: Settings, token: str) -> tuple[int, str] | None:
     found = read_unsubscribe_token(settings, token)
-    if found is None or found[1] not in ADDRESS_FIELD:
+    if found is None or (found[1] not in ADDRESS_FIELD and found[1] != DIGEST):
         return None
     return found
+
+
+# the digest's own link (`DIGEST` in the token): one click ends the digest only; the page
+# also offers everything (the digest and every event invitation by email)
+DIGEST_TEXTS = {
+    "ru": {"confirm": "Отписаться от ежемесячного дайджеста? Приглашения на встречи "
+                      "продолжат приходить, если вы не выберете «от всего».",
+           "button": "Только от дайджеста", "everything": "От всего",
+           "done": "Готово: дайджест больше не придёт; приглашения на встречи приходят как прежде.",
+           "done_all": "Готово: ни дайджест, ни приглашения по электронной почте больше не придут.",
+           "already": "Вы уже отписаны от дайджеста."},
+    "en": {"confirm": "Unsubscribe from the monthly digest? Event invitations keep coming "
+                      "unless you choose \"everything\".",
+           "button": "Only the digest", "everything": "Everything",
+           "done": "Done: no more digests; event invitations come as before.",
+           "done_all": "Done: neither the digest nor event invitations by email will come.",
+           "already": "You are already unsubscribed from the digest."},
+}
+
+
+def digest_page(lang: str, state: str) -> HTMLResponse:
+    texts = DIGEST_TEXTS[lang]
+    if state != "confirm":
+        return _page(lang, TEXTS[lang]["gone"] if state == "gone" else texts[state])
+    form = "".join(
+        f'<button type="submit" name="scope" value="{value}">{escape(label)}</button> '
+        for value, label in (("digest", texts["button"]), ("everything", texts["everything"])))
+    return _page(lang, texts["confirm"], form=f'<form method="post">{form}</form>')
+
+
+def digest_show(settings: Settings, contact_id: int) -> tuple[str, str]:
+    with session_scope(settings.database_url) as s:
+        contact = s.get(Contact, contact_id)
+        if contact is None:
+            return _language(None, settings), "gone"
+        return _language(contact, settings), "already" if contact.digest is False else "confirm"
+
+
+def digest_withdraw(settings: Settings, contact_id: int, everything: bool,
+                    one_click: bool) -> tuple[str, str]:
+    """The digest subscription off (and, asked for, the email consent too): `done`,
+    `done_all` or `gone`. Doing it again changes nothing."""
+    now = utcnow()
+    with session_scope(settings.database_url) as s:
+        contact = s.get(Contact, contact_id)
+        if contact is None:
+            return _language(None, settings), "gone"
+        lang = _language(contact, settings)
+        source = "digest unsubscribe link" + (" (one-click)" if one_click else "")
+        if contact.digest is not False:
+            set_digest(contact, False, source, now)
+        if everything:
+            opt_out(s, contact, "email", source + ": everything", now)
+        return lang, "done_all" if everything else "done"
 
 
 def show(settings: Settings, contact_id: int, channel: str) -> tuple[str, str]:
@@ -129,6 +185,15 @@ async def unsubscribe(request: Request) -> Response:
         log.warning("unsubscribe: a tampered or foreign token")
         return _page("ru", INVALID, status=403)
     contact_id, channel = found
+    if channel == DIGEST:
+        if request.method == "GET":
+            lang, state = await run_in_threadpool(digest_show, settings, contact_id)
+        else:
+            body = (await request.body()).decode("utf-8", "replace")
+            lang, state = await run_in_threadpool(
+                digest_withdraw, settings, contact_id, "scope=everything" in body,
+                "List-Unsubscribe=One-Click" in body)
+        return digest_page(lang, state)
     if request.method == "GET":
         lang, state = await run_in_threadpool(show, settings, contact_id, channel)
     else:
