@@ -23,7 +23,6 @@ from flows.ledger import (
     decided_contacts,
     decided_waves,
     load_histories,
-    mark_interrupted,
     message_key,
     record_decisions,
     wave_outcomes,
@@ -197,7 +196,7 @@ def prepare_digest(session: Session, row: Event, now: datetime, settings: Settin
     assert isinstance(spec, DigestSpec)
     if now >= spec.starts_at:
         return WaveStatus.dropped, f"the month of {spec.month} is over", {}, 0
-    interrupted = mark_interrupted(session, row.id, DIGEST)
+    interrupted = 0  # a dead worker's messages: taken over by the send loop (flows.resume)
     rules = digest_rules(spec, now, settings)
     decisions, _ = decide_digest(session, row, spec, rules)
     record_decisions(session, row, DIGEST, decisions, counts_for_caps=True)
