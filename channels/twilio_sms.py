@@ -9,7 +9,7 @@ and 21614 (not a valid, or not a mobile, number) mark the number unreachable.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -263,6 +263,7 @@ class TwilioSMS(TwilioChannel):
         return client.messages.create(**fields)
 
     def recent(self, client: Client, to: str, since: datetime) -> list[Any]:
-        # the list endpoint filters by recipient and by the day sent (DateSent>=)
-        day = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        return client.messages.list(to=to, date_sent_after=day, limit=50)
+        # by recipient only, newest first: a DateSent filter would miss a message Twilio
+        # still holds queued (no date_sent yet), and sending that one again is a duplicate;
+        # `lookup` compares date_created itself
+        return client.messages.list(to=to, limit=50)
