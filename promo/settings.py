@@ -198,15 +198,9 @@ class Settings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _check_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        from promo.domain.times import check_zone
 
-        try:
-            ZoneInfo(value)
-        # a name too long for a file name is an OSError
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError(f"{value[:100]!r} is not an IANA time zone (like Europe/Moscow)"
-                             ) from None
-        return value
+        return check_zone(value)
 
     @field_validator("email_from")
     @classmethod

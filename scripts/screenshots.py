@@ -47,6 +47,7 @@ from tests.deploy_stack import (
     _stop,
     _wait,
     _zone_at_midday,
+    stack_env,
     write_event,
 )
 from tests.fakes import FakeTelegram
@@ -90,19 +91,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="promo-screenshots-"))
     telegram = FakeTelegram(BOT).start()
     (folder / "promo.toml").write_text("", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROMO_"))}
-    env.update({
-        "PREFECT_HOME": str(folder / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "PROMO_CONFIG": str(folder / "promo.toml"),
-        "PROMO_DATABASE_URL": f"sqlite:///{folder / 'promo.db'}",
-        "PROMO_OUTBOX_DIR": str(folder / "outbox"),
-        "PROMO_TELEGRAM_BOT_TOKEN": BOT,
-        "PROMO_TELEGRAM_BASE_URL": telegram.url + "/bot",
-        "PWD": str(REPO),
-    })
+    env = stack_env(folder, telegram.url)
     for name in ("PROMO_CONFIG", "PROMO_DATABASE_URL", "PROMO_OUTBOX_DIR"):
         os.environ[name] = env[name]
     logs = {name: folder / f"{name}.log" for name in ("server", "deploy", "worker")}

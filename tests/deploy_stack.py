@@ -47,6 +47,26 @@ class Stack:
                          for name, p in self.logs.items() if p.exists())
 
 
+def stack_env(folder: Path, telegram_url: str) -> dict[str, str]:
+    """The environment of a server, deploy and worker of our own: no developer's Prefect or
+    promo settings, a store and an outbox in `folder`, the fake Telegram."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROMO_"))}
+    env.update({
+        "PREFECT_HOME": str(folder / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PROMO_CONFIG": str(folder / "promo.toml"),
+        "PROMO_DATABASE_URL": f"sqlite:///{folder / 'promo.db'}",
+        "PROMO_OUTBOX_DIR": str(folder / "outbox"),
+        "PROMO_TELEGRAM_BOT_TOKEN": BOT,
+        "PROMO_TELEGRAM_BASE_URL": telegram_url + "/bot",
+        # the checkout pull step reads $PWD at deploy time, as in a shell in the project
+        "PWD": str(REPO),
+    })
+    return env
+
+
 def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
     # a session of its own: stopping it stops the flow-run processes a worker started, too
     return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("ab"),

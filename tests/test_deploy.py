@@ -13,7 +13,6 @@ full address reaches an artifact or a log line. Everything started is stopped at
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from tests.deploy_stack import (
     _stop,
     _wait,
     _zone_at_midday,
+    stack_env,
     write_event,
 )
 
@@ -57,20 +57,7 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
     (tmp_path / "promo.toml").write_text("", encoding="utf-8")  # no developer's settings
     telegram = FakeTelegram(BOT).start()  # chats that blocked the bot: `telegram.blocked`
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROMO_"))}
-    env.update({
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "PROMO_CONFIG": str(tmp_path / "promo.toml"),
-        "PROMO_DATABASE_URL": f"sqlite:///{tmp_path / 'promo.db'}",
-        "PROMO_OUTBOX_DIR": str(tmp_path / "outbox"),
-        "PROMO_TELEGRAM_BOT_TOKEN": BOT,
-        "PROMO_TELEGRAM_BASE_URL": telegram.url + "/bot",
-        # the checkout pull step reads $PWD at deploy time, as in a shell in the project
-        "PWD": str(REPO),
-    })
+    env = stack_env(tmp_path, telegram.url)
     for name in ("PROMO_CONFIG", "PROMO_DATABASE_URL", "PROMO_OUTBOX_DIR"):
         monkeypatch.setenv(name, env[name])
     dispose_engines()

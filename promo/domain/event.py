@@ -7,7 +7,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from promo.domain.names import WAVES, ChannelLiteral, WaveLiteral
+from promo.domain.times import check_zone
 from promo.domain.waves import DEFAULT_WAVES, CampaignWaves, WaveSpec
 from promo.errors import EventError
 
@@ -159,13 +160,7 @@ class EventSpec(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        # a name too long for a file name is an OSError
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError(f"{value[:100]!r} is not an IANA time zone (like Europe/Moscow)"
-                             ) from None
-        return value
+        return check_zone(value)
 
     @field_validator("starts_at", "ends_at", mode="before")
     @classmethod

@@ -5,7 +5,18 @@ logs, `promo why` and `promo run` never disagree about what "11:00" means."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+def check_zone(value: str) -> str:
+    """The IANA zone name itself, or a ValueError that says what is wrong (for validators)."""
+    try:
+        ZoneInfo(value)
+    # a name too long for a file name is an OSError
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"{value[:100]!r} is not an IANA time zone (like Europe/Moscow)"
+                         ) from None
+    return value
 
 
 def shown(t: datetime | str | None, zone: str | ZoneInfo | None, empty: str = "-") -> str:
