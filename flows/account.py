@@ -165,7 +165,6 @@ def wave_account(session: Session, event_id: int, wave: str) -> Account:
 
 # -- the reasons per outcome and channel, for the wave summary ---------------------------------
 
-REASONS_PER_OUTCOME = 5
 
 
 @dataclass

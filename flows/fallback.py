@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.segments import load_recipients
-from flows.decide import decide_wave
+from flows.decide import WaveRules, decide_wave
 from flows.ledger import load_histories, record_decisions
 from flows.plan import plan_campaign
 from flows.store import event_spec
@@ -32,19 +32,15 @@ def fall_back(session: Session, failures: list[tuple[int, str, int, str, str]], 
     """For each (event id, wave, contact id, failed channel, why) of a fallback wave, decide
     the contact's next channel; returns how many new decisions were recorded."""
     added = 0
+    # a group's failures share their event and wave: its rules are read once
+    waves: dict[tuple[int, str], tuple[Event, WaveRules] | None] = {}
     for event_id, wave, contact_id, failed, why in failures:
-        row = session.get(Event, event_id)
-        if row is None or row.cancelled_at is not None:
+        if (event_id, wave) not in waves:
+            waves[(event_id, wave)] = _fallback_wave(session, event_id, wave, now, settings)
+        found = waves[(event_id, wave)]
+        if found is None:
             continue
-        spec = event_spec(row)
-        try:
-            plan = plan_campaign(spec, now)
-        except UserError:
-            continue  # the event started: nothing more goes
-        wp = plan.wave(wave)
-        if wp.spec.mode != "fallback":
-            continue
-        rules = wave_rules(spec, plan, wave, now, settings)
+        row, rules = found
         tried = set(session.scalars(select(Message.channel).where(
             Message.event_id == event_id, Message.wave == wave,
             Message.contact_id == contact_id)))
@@ -64,3 +60,20 @@ def fall_back(session: Session, failures: list[tuple[int, str, int, str, str]], 
         record_decisions(session, row, wave, decisions, counts_for_caps=rules.counts_for_caps)
         added += len(decisions)
     return added
+
+
+def _fallback_wave(session: Session, event_id: int, wave: str, now: datetime,
+                   settings: Settings) -> tuple[Event, WaveRules] | None:
+    """The event and the wave's rules, or None when nothing more falls back there (the event
+    is gone, cancelled or started, or the wave is not a fallback wave)."""
+    row = session.get(Event, event_id)
+    if row is None or row.cancelled_at is not None:
+        return None
+    spec = event_spec(row)
+    try:
+        plan = plan_campaign(spec, now)
+    except UserError:
+        return None  # the event started: nothing more goes
+    if plan.wave(wave).spec.mode != "fallback":
+        return None
+    return row, wave_rules(spec, plan, wave, now, settings)

@@ -96,10 +96,11 @@ def preview_campaign(session: Session, spec: EventSpec, now: datetime,
         account = wave_account(session, row.id, w.name) if row.id != -1 else None
         if account is not None and account.ran:
             # the ledger says what it did, whatever the plan would say about it today
+            people = account.as_dict()
             entry.update(status="ran", note="", outcomes=wave_outcomes(session, row.id, w.name),
-                         predicted=False, people=account.as_dict(), audience=account.people,
-                         first_sent_at=account.as_dict()["first_sent_at"],
-                         last_sent_at=account.as_dict()["last_sent_at"])
+                         predicted=False, people=people, audience=account.people,
+                         first_sent_at=people["first_sent_at"],
+                         last_sent_at=people["last_sent_at"])
         elif spec.cancelled:
             entry.update(status="cancelled", send_at=None,
                          note="the event is cancelled (cancelled: true): nothing is sent")

@@ -156,18 +156,11 @@ def _came_by(data: dict[str, Any]) -> dict[str, str | None]:
     return out
 
 
-def _attended(data: dict[str, Any]) -> bool | None:
-    value = data.get("attended")
+def _flag(data: dict[str, Any], field: str) -> bool | None:
+    value = data.get(field)
     if value is None or isinstance(value, bool):
         return value
-    raise Refused("attended: expected true or false")
-
-
-def _digest(data: dict[str, Any]) -> bool | None:
-    value = data.get("digest")
-    if value is None or isinstance(value, bool):
-        return value
-    raise Refused("digest: expected true or false")
+    raise Refused(f"{field}: expected true or false")
 
 
 def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +169,8 @@ def handle(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
     if slug is None:
         raise Refused("event: the event's slug is required")
     came_by = _came_by(data)
-    attended = _attended(data)
-    digest = _digest(data)
+    attended = _flag(data, "attended")
+    digest = _flag(data, "digest")
     consents = data.get("consent") or []
     if not isinstance(consents, list):
         raise Refused("consent: expected a list of channels")

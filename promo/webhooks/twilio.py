@@ -157,10 +157,11 @@ def handle_status(settings: Settings, params: ImmutableMultiDict,
             changed = list(apply_delivery(message, event.status, event.detail, now))
             contact = s.get(Contact, message.contact_id) if message.contact_id else None
             why = f"twilio {error_text(code)}" if code else ""
-            if (contact is not None and error_code(code) in OPTED_OUT
+            number = error_code(code)
+            if (contact is not None and number in OPTED_OUT
                     and opt_out(s, contact, message.channel, why, now)):
                 changed.append("consent")
-            if (contact is not None and error_code(code) in UNREACHABLE
+            if (contact is not None and number in UNREACHABLE
                     and mark_unreachable(s, contact.id, message.channel, why, now)):
                 changed.append("unreachable")
             normalized["changed"] = sorted(changed)
