@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from channels.base import ChannelError
@@ -108,23 +108,45 @@ def load_histories(
     return out
 
 
+# A share of a wave: (part, parts), the messages of the contacts whose id is `part` modulo
+# `parts` (a public post, with no contact, is part 0's). By contact rather than by message,
+# so that each channel splits evenly and one contact's messages (mode `all`, a fallback's
+# next channel) stay with one part: two parts seldom wait for the same contact's lock.
+Share = tuple[int, int]
+
+
+def _in_share(share: Share | None):
+    if share is None:
+        return true()
+    part, parts = share
+    mine = (Message.contact_id % parts) == part
+    return or_(Message.contact_id.is_(None), mine) if part == 0 else mine
+
+
 def due_page(session: Session, event_id: int, wave: str, channel: str, now: datetime,
-             after: int, limit: int) -> list[int]:
+             after: int | None, limit: int, share: Share | None = None,
+             descending: bool = False) -> list[int]:
     """The next `limit` due messages (planned, or held until now) of one channel of the
-    wave, by id after `after`: the wave streams its messages page by page, never all at
-    once."""
+    wave, by id after `after` (or before it, `descending`; None: from the start), of one
+    share only if given: the wave streams its messages page by page, never all at once."""
     q = select(Message.id).where(
         Message.event_id == event_id, Message.wave == wave, Message.channel == channel,
-        Message.status.in_(WAITING), Message.send_at <= now, Message.id > after,
-    ).order_by(Message.id).limit(limit)
-    return list(session.scalars(q))
+        Message.status.in_(WAITING), Message.send_at <= now, _in_share(share))
+    if descending:
+        q = q.where(Message.id < after) if after is not None else q
+        q = q.order_by(Message.id.desc())
+    else:
+        q = q.where(Message.id > after) if after is not None else q
+        q = q.order_by(Message.id)
+    return list(session.scalars(q.limit(limit)))
 
 
-def due_counts(session: Session, event_id: int, wave: str, now: datetime) -> dict[str, int]:
-    """channel -> how many of the wave's messages are due now."""
+def due_counts(session: Session, event_id: int, wave: str, now: datetime,
+               share: Share | None = None) -> dict[str, int]:
+    """channel -> how many of the wave's messages (of one share, if given) are due now."""
     return dict(session.execute(select(Message.channel, func.count()).where(
         Message.event_id == event_id, Message.wave == wave, Message.status.in_(WAITING),
-        Message.send_at <= now).group_by(Message.channel)).all())
+        Message.send_at <= now, _in_share(share)).group_by(Message.channel)).all())
 
 
 @dataclass

@@ -20,7 +20,7 @@ from prefect.futures import PrefectFuture, as_completed
 
 from channels.base import ConfigurationError
 from flows.lease import current_lease
-from flows.ledger import due_counts, in_flight
+from flows.ledger import Share, due_counts, in_flight
 from flows.resume import resolve, take_over
 from flows.send import send_batch
 from flows.wave import due_streams
@@ -76,22 +76,69 @@ class SendProgress:
     done: int = 0
 
 
+@dataclass
+class Progress:
+    """The wave run's progress bar. With one sender, what this run has done; with parts
+    (`whole_wave`), what is no longer due or in flight anywhere, read from the ledger at
+    most every PROGRESS_EVERY seconds (a count over the wave's rows)."""
+
+    artifact_id: object | None
+    event_slug: str
+    wave: str
+    whole_wave: bool = False
+    total: int = 0
+    _last: float = 0.0
+
+    def update(self, event_id: int, now: datetime, done: int, settings: Settings,
+               final: bool = False) -> None:
+        if self.artifact_id is None or not self.total:
+            return
+        if self.whole_wave:
+            if not final and time.monotonic() - self._last < PROGRESS_EVERY:
+                return
+            self._last = time.monotonic()
+            with session_scope(settings.database_url) as s:
+                left = sum(due_counts(s, event_id, self.wave, now).values()) \
+                    + sum(in_flight(s, event_id, self.wave).values())
+            done = max(0, self.total - left)
+        update_progress_artifact(
+            self.artifact_id, progress=min(100.0, 100.0 * done / self.total),
+            description=f"{self.event_slug}, {self.wave}: {done} of {self.total} done")
+
+
+PROGRESS_EVERY = 2.0
+
+
 def send_due(event_slug: str, event_id: int, wave: str, clock: str, settings: Settings,
-             progress_id: object | None) -> SendProgress:
+             progress_id: object | None, share: Share | None = None) -> SendProgress:
     """Send everything of the wave that is due at `clock`, `send_batches_in_flight` batches
-    at a time, until nothing is due and no stopped worker holds any of it."""
+    at a time, until nothing is due and no stopped worker holds any of it.
+
+    A part of a wave sent by several flow runs (`share`: part k of n, `flows.parts`) first
+    sends its share, then sweeps whatever of the wave is still due, from the last message
+    back: the unsent end of a slower part's share, or all of one that never started or died
+    (the claim lets only one sender have a message; the other finds it no longer waiting).
+    """
     logger = get_run_logger()
     now = _parse(clock)
     me = current_lease(settings.database_url, settings.send_lease_seconds).id
     out = SendProgress()
+    progress = Progress(progress_id, event_slug, wave, whole_wave=share is not None)
     waited_since: float | None = None
-    for _ in range(MAX_PASSES):
+    for pass_no in range(MAX_PASSES):
         resumed = resume_task(event_id, wave, clock)
         out.sent.update(resumed)
         out.taken_over += sum(resumed.values())
+        first = pass_no == 0
         with session_scope(settings.database_url) as s:
-            total = sum(due_counts(s, event_id, wave, now).values()) + out.done
-        _one_pass(event_slug, event_id, wave, clock, settings, progress_id, total, out)
+            if share is None:
+                progress.total = sum(due_counts(s, event_id, wave, now).values()) + out.done
+            elif first:  # the whole wave's, what every part still has to send
+                progress.total = sum(due_counts(s, event_id, wave, now).values()) \
+                    + sum(in_flight(s, event_id, wave).values())
+        # the first pass sends this part's share; the next ones whatever is still due
+        _one_pass(event_id, wave, clock, settings, progress, out, share if first else None,
+                  descending=share is not None and not first)
         if out.misconfigured:
             break  # what stays planned waits for the settings to be fixed
         with session_scope(settings.database_url) as s:
@@ -108,17 +155,20 @@ def send_due(event_slug: str, event_id: int, wave: str, clock: str, settings: Se
             logger.warning("%s %s: %d messages still held by other workers", event_slug, wave,
                            sum(others.values()))
             break
+        progress.update(event_id, now, out.done, settings)
         time.sleep(min(1.0, settings.send_lease_seconds / 4))
+    progress.update(event_id, now, out.done, settings, final=True)
     return out
 
 
-def _one_pass(event_slug: str, event_id: int, wave: str, clock: str, settings: Settings,
-              progress_id: object | None, total: int, out: SendProgress) -> None:
-    """One stream of the due messages through `send_batches_in_flight` batch tasks."""
+def _one_pass(event_id: int, wave: str, clock: str, settings: Settings, progress: Progress,
+              out: SendProgress, share: Share | None, descending: bool) -> None:
+    """One stream of the due messages (of `share`, if given) through
+    `send_batches_in_flight` batch tasks."""
     now = _parse(clock)
     limit = settings.send_batches_in_flight
     pending: dict[PrefectFuture, tuple[str, int]] = {}
-    streams = due_streams(event_id, wave, now, settings)
+    streams = due_streams(event_id, wave, now, settings, share, descending)
 
     def submit(channel: str) -> bool:
         ids = next(streams[channel], None)
@@ -137,10 +187,7 @@ def _one_pass(event_slug: str, event_id: int, wave: str, clock: str, settings: S
         out.sent.update(result.counts)
         channel, size = pending.pop(f)
         out.done += size
-        if progress_id is not None and total:
-            update_progress_artifact(
-                progress_id, progress=min(100.0, 100.0 * out.done / total),
-                description=f"{event_slug}, {wave}: {out.done} of {total} done")
+        progress.update(event_id, now, out.done, settings)
         return channel
 
     # the channels take turns for the slots; then a slot that frees goes to the same

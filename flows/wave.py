@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from audiences.segments import load_recipients
 from flows.decide import Decision, WaveRules, decide_wave, summarize
 from flows.ledger import (
+    Share,
     decided_contacts,
     drop_waiting,
     due_counts,
@@ -147,18 +148,22 @@ def decide(session, event_row, rules: WaveRules,
     return decisions, len(recipients) + len(exclude)
 
 
-def due_streams(event_id: int, wave: str, now: datetime,
-                settings: Settings) -> dict[str, Iterator[list[int]]]:
-    """Per channel, its due messages as batches of `send_batch_size` ids (one Prefect task
-    each), read page by page as they are asked for, never the whole wave at once."""
+def due_streams(event_id: int, wave: str, now: datetime, settings: Settings,
+                share: Share | None = None,
+                descending: bool = False) -> dict[str, Iterator[list[int]]]:
+    """Per channel, its due messages (of one share of the wave, if given) as batches of
+    `send_batch_size` ids (one Prefect task each), read page by page as they are asked for,
+    never the whole wave at once; by id, or from the last id back (`descending`: a part
+    that helps another meets it halfway instead of racing it for the same rows)."""
     with session_scope(settings.database_url) as s:
-        channels = sorted(due_counts(s, event_id, wave, now))
+        channels = sorted(due_counts(s, event_id, wave, now, share))
 
     def pages(channel: str) -> Iterator[list[int]]:
-        after = 0
+        after: int | None = None
         while True:
             with session_scope(settings.database_url) as s:
-                ids = due_page(s, event_id, wave, channel, now, after, settings.send_batch_size)
+                ids = due_page(s, event_id, wave, channel, now, after, settings.send_batch_size,
+                               share, descending)
             if not ids:
                 return
             after = ids[-1]
