@@ -17,6 +17,7 @@ Two ways to run them:
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from flows.artifacts import (
     wave_finished,
 )
 from flows.ledger import decided_waves, due_counts, next_due, wave_outcomes
+from flows.parts import PART_DEPLOYMENT, await_parts, parts_for, start_parts
 from flows.plan import plan_campaign
 from flows.schedule import (
     WAVE_DEPLOYMENT,
@@ -130,12 +132,16 @@ def _decided(prepared: PreparedWave) -> dict[str, Any]:
       # only has to have a thread for each
       task_runner=ThreadPoolTaskRunner(max_workers=64))
 def wave_flow(event_slug: str, wave: str, now: str | None = None,
-              follow_up_deployment: str | None = None) -> dict[str, Any]:
+              follow_up_deployment: str | None = None,
+              part_deployment: str | None = None) -> dict[str, Any]:
     """Decide the wave for everyone not yet decided and send what is due now.
 
     `now`: the clock (None: the real time). Messages held by quiet hours stay in the ledger
     as `deferred` with the time they become due; a run of a wave deployment (or one given
-    `follow_up_deployment`) schedules a run of that deployment for that time, once.
+    `follow_up_deployment`) schedules a run of that deployment for that time, once. A run
+    from a deployment (or one given `part_deployment`) with `send_workers` above 1 and more
+    than one batch due sends the wave in parts, the others as runs of the part deployment
+    (`flows.parts`); `result["sent"]` is then this run's own part, `outcomes` the wave's.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -156,13 +162,25 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
         if _wait_until(held):
             clock = parse_now(None).isoformat()
     with session_scope(settings.database_url) as s:
-        total = sum(due_counts(s, prepared.event_id, wave, parse_now(clock)).values())
+        due = due_counts(s, prepared.event_id, wave, parse_now(clock))
+    total = sum(due.values())
     progress = create_progress_artifact(
         progress=0.0 if total else 100.0,
         key=f"{dashed(event_slug)}-{dashed(wave)}-progress",
         description=f"{event_slug}, {wave}: {total} messages due",
     )
-    sending = send_due(event_slug, prepared.event_id, wave, clock, settings, progress)
+    # a large wave deployed on several workers: this run sends one part, runs of the part
+    # deployment the others (flows.parts); every part then sweeps what is still due
+    part_deployment = part_deployment or (PART_DEPLOYMENT if in_deployment() else None)
+    parts = parts_for(total, settings) if part_deployment else 1
+    part_runs = start_parts(event_slug, wave, clock if now is not None else None, parts,
+                            part_deployment, sorted(due)) if part_deployment and parts > 1 else []
+    sending = send_due(event_slug, prepared.event_id, wave, clock, settings, progress,
+                       (0, parts) if part_runs else None)
+    ended = await_parts(part_runs, settings.send_lease_seconds + 60) if part_runs else []
+    for p in ended:
+        level = logging.INFO if p.state == "Completed" else logging.WARNING
+        logger.log(level, "%s (%s): %s", p.name, p.state, p.message or "")
     sent, misconfigured = sending.sent, sending.misconfigured
     decided["interrupted"] = sending.taken_over
     with session_scope(settings.database_url) as s:
@@ -190,7 +208,8 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
                               f"sent stay planned: fix the setting and run the wave again)")
     result = {"event": event_slug, "wave": wave, **decided, "sent": dict(sent),
               "outcomes": outcomes, "people": account.as_dict(),
-              "next_due": later.isoformat() if later else None, "follow_up_run": follow_up}
+              "next_due": later.isoformat() if later else None, "follow_up_run": follow_up,
+              "parts": [asdict(p) for p in ended]}
     if with_failures:
         # green enough that nothing retries or reschedules it, named so that nobody misses it
         return Completed(name=with_failures, data=result, message=account.line())

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # life: a process that stops renewing it for this long is dead, its rows are taken over
     send_batches_in_flight: int = Field(16, ge=1, le=64)
     send_lease_seconds: float = Field(10.0, ge=1, le=600)
+    # into how many flow runs a deployed wave's sending is split: the wave run sends one part
+    # and starts the others as runs of the wave-part/send-part deployment, which any worker of
+    # the pool takes (flows/parts.py); a wave of fewer batches is split into fewer parts
+    send_workers: int = Field(1, ge=1, le=32)
     # the monthly digest (flows/digest.py): never within this many days of a promotional wave
     # a person got or will get for an event it lists; its channels (email and public posts)
     digest_spacing_days: int = Field(3, ge=0, le=60)

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "flows.ledger", "flows.store", "flows.preview", "flows.lease", "flows.resume",
                "flows.fallback", "flows.account", "flows.digest", "promo.report")),
     ("flows", ("flows.campaign", "flows.daily", "flows.digest_flow", "flows.artifacts",
-               "flows.schedule", "flows.sending")),
+               "flows.schedule", "flows.sending", "flows.parts")),
     ("top", ("promo.cli", "promo.webhooks", "promo.demo", "promo.demo_series")),
 ]
 ROOTS_ONLY = {"promo", "flows"}
