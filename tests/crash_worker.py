@@ -2,7 +2,10 @@
 `wave_flow` on the settings of the environment (the fakes' URLs, the store), against the
 Prefect API in PREFECT_API_URL.
 
-    python -m tests.crash_worker SLUG WAVE NOW
+    python -m tests.crash_worker SLUG WAVE NOW [PART/PARTS]
+
+With PART/PARTS (e.g. 1/2) it runs one part of a wave already decided, the `wave_part` flow
+a wave run starts on other workers (flows/parts.py), instead of the whole wave run.
 
 CRASH_WORKER_KILL makes the process SIGKILL itself at a chosen point (the parent can also
 kill it from outside at any moment):
@@ -12,6 +15,7 @@ kill it from outside at any moment):
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -56,10 +60,16 @@ def main() -> None:
     point = os.environ.get("CRASH_WORKER_KILL")
     if point:
         arm(point)
-    from flows.campaign import wave_flow
+    if len(sys.argv) > 4:
+        from flows.parts import wave_part
 
-    result = wave_flow(slug, wave, now)
-    print(result.get("sent"), flush=True)
+        part, parts = (int(x) for x in sys.argv[4].split("/"))
+        result = wave_part(slug, wave, part, parts, now)
+    else:
+        from flows.campaign import wave_flow
+
+        result = wave_flow(slug, wave, now)
+    print(json.dumps(result.get("sent")), flush=True)
 
 
 if __name__ == "__main__":
