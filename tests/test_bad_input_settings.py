@@ -103,6 +103,12 @@ def test_promo_toml_values_are_not_coerced(store: Path, line: str) -> None:
     assert line.split(" ")[0] in refused({})
 
 
+@pytest.mark.parametrize("value", ["0", "33", "two", "1.5"])
+def test_send_workers_is_a_whole_number_of_parts(store: Path, value: str) -> None:
+    """Into how many flow runs a wave's sending is split: 1 to 32, named when wrong."""
+    assert "send_workers" in refused({"PROMO_SEND_WORKERS": value}).lower()
+
+
 def test_settings_still_read_what_they_should(store: Path) -> None:
     (store / "promo.toml").write_text('send_batch_size = 300\ncurrency = "EUR"\n'
                                       'prices = {sms = 0.04, email = 1}\n')
