@@ -19,8 +19,10 @@ server) and one store (SQLite, or a throwaway PostgreSQL with --postgres).
 Prints per run the time from the first part's start to the last part's end (and with the
 processes' start-up), messages per second, each account's achieved rate and the rate-limit
 replies the fakes gave; and where the CPU went: each process's CPU seconds (the parts, the
-fakes, the Prefect server) against the machine's cores. `--py-spy DIR` records a flame graph
-of each part (py-spy must be installed: `.venv/bin/pip install py-spy`).
+fakes, the Prefect server, PostgreSQL) against the machine's cores. `--py-spy DIR` samples
+each part's thread that holds the GIL (py-spy must be installed: `.venv/bin/pip install
+py-spy`) and prints how long the GIL was held and by what (the store, the HTTP clients,
+Prefect, rendering, our code); the parts' own CPU seconds are then not counted.
 """
 
 from __future__ import annotations
@@ -141,8 +143,11 @@ def profile_summary(path: Path) -> str:
                       if any(k in f for k in keys)), "other (threads, event loop, imports)")
         totals[where] = totals.get(where, 0) + int(count)
     every = sum(totals.values()) or 1
-    return ", ".join(f"{k} {v / every:.0%}" for k, v in
-                     sorted(totals.items(), key=lambda kv: -kv[1]))
+    return f"GIL held {every / SPY_RATE:.1f} s (start-up included): " + ", ".join(
+        f"{k} {v / every:.0%}" for k, v in sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+SPY_RATE = 100  # py-spy's samples per second
 
 
 # --- one part, in a process of its own ------------------------------------------------------
@@ -230,7 +235,7 @@ def run_parts(slugs: list[str], workers: int, env: dict[str, str], py_spy: Path 
                 spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
                 # --gil: only the thread holding the GIL, i.e. where the process's Python
                 # time goes; --nonblocking: sampled without pausing the part
-                cmd = [spy, "record", "--gil", "--nonblocking", "--rate", "100", "--format",
+                cmd = [spy, "record", "--gil", "--nonblocking", "--rate", str(SPY_RATE), "--format",
                        "raw", "-o", str(out), "--", *cmd]
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
