@@ -171,10 +171,11 @@ def wave_flow(event_slug: str, wave: str, now: str | None = None,
     )
     # a large wave deployed on several workers: this run sends one part, runs of the part
     # deployment the others (flows.parts); every part then sweeps what is still due
-    part_deployment = part_deployment or (PART_DEPLOYMENT if in_deployment() else None)
-    parts = parts_for(total, settings) if part_deployment else 1
+    parts = parts_for(total, settings)
+    if parts > 1:
+        part_deployment = part_deployment or (PART_DEPLOYMENT if in_deployment() else None)
     part_runs = start_parts(event_slug, wave, clock if now is not None else None, parts,
-                            part_deployment, sorted(due)) if part_deployment and parts > 1 else []
+                            part_deployment, sorted(due)) if parts > 1 and part_deployment else []
     sending = send_due(event_slug, prepared.event_id, wave, clock, settings, progress,
                        (0, parts) if part_runs else None)
     ended = await_parts(part_runs, settings.send_lease_seconds + 60) if part_runs else []

@@ -136,7 +136,7 @@ def seed_two_waves(contacts: int, now: datetime) -> dict[str, int]:
 def test_two_waves_in_two_parts_each_hold_the_caps(prefect_api: None, fakes: dict,  # noqa: F811
                                                    any_store: object) -> None:
     now = datetime(2027, 2, 1, 9, 0, tzinfo=UTC)  # 12:00 in Moscow: inside every window
-    contacts = 200
+    contacts = 120
     seed_two_waves(contacts, now)
     procs = [part(k, 2, slug, now) for slug in ("meetup-a", "meetup-b") for k in (0, 1)]
     try:
