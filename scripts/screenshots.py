@@ -187,7 +187,8 @@ def _waves_done(st: Stack) -> list | None:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             tags=FlowRunFilterTags(all_=[f"event:{SLUG}"])))
-    waves = [r for r in runs if any(t.startswith("wave:") for t in r.tags)]
+    waves = [r for r in runs if any(t.startswith("wave:") for t in r.tags)
+             and "part" not in r.tags]  # a part of a wave (flows.parts) is no run of it
     return waves if len(waves) >= 2 and all(r.state.is_final() for r in waves) else None
 
 
