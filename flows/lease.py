@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -78,8 +79,18 @@ class Lease:
         self._thread = threading.Thread(target=self._renew, name="send-lease", daemon=True)
         self._thread.start()
 
+    def _pause(self, seconds: float) -> bool:
+        """Sleep for `seconds`, or less once stopped; True when stopped. In short sleeps, not
+        `Event.wait(timeout)`: under a moved clock (libfaketime, the suite's year-ahead pass)
+        a timed wait never returns, the lease ran out while its process lived, and another
+        process took over messages still in flight."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.25))
+        return self._stop.is_set()
+
     def _renew(self) -> None:
-        while not self._stop.wait(self.seconds / 4):
+        while not self._pause(self.seconds / 4):
             if not has_engine(self.url):
                 self._stop.set()  # the store was closed (tests, a settings change): done
                 return
