@@ -155,7 +155,8 @@ def send_due(event_slug: str, event_id: int, wave: str, clock: str, settings: Se
             logger.warning("%s %s: %d messages still held by other workers", event_slug, wave,
                            sum(others.values()))
             break
-        progress.update(event_id, now, out.done, settings)
+        if share is not None:  # the other parts are still sending: their progress too
+            progress.update(event_id, now, out.done, settings)
         time.sleep(min(1.0, settings.send_lease_seconds / 4))
     progress.update(event_id, now, out.done, settings, final=True)
     return out
