@@ -7,8 +7,9 @@ Prefect API in PREFECT_API_URL.
 With PART/PARTS (e.g. 1/2) it runs one part of a wave already decided, the `wave_part` flow
 a wave run starts on other workers (flows/parts.py), instead of the whole wave run.
 
-CRASH_WORKER_KILL makes the process SIGKILL itself at a chosen point (the parent can also
-kill it from outside at any moment):
+CRASH_WORKER_START_AT (seconds since the epoch) makes it wait until then to begin, after its
+imports. CRASH_WORKER_KILL makes the process SIGKILL itself at a chosen point (the parent
+can also kill it from outside at any moment):
 - `deciding`: inside the transaction that records the wave's decisions;
 - `between:N`: right after the N-th group's results were recorded, before the next claim.
 """
@@ -20,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 
 def _die() -> None:
@@ -60,14 +62,15 @@ def main() -> None:
     point = os.environ.get("CRASH_WORKER_KILL")
     if point:
         arm(point)
-    if len(sys.argv) > 4:
-        from flows.parts import wave_part
+    from flows.campaign import wave_flow
+    from flows.parts import wave_part
 
+    # several processes begin together, once each has imported everything
+    time.sleep(max(0.0, float(os.environ.get("CRASH_WORKER_START_AT", "0")) - time.time()))
+    if len(sys.argv) > 4:
         part, parts = (int(x) for x in sys.argv[4].split("/"))
         result = wave_part(slug, wave, part, parts, now)
     else:
-        from flows.campaign import wave_flow
-
         result = wave_flow(slug, wave, now)
     print(json.dumps(result.get("sent")), flush=True)
 

@@ -56,14 +56,15 @@ def any_store(request: pytest.FixtureRequest) -> object:
 
 
 def part(k: int, n: int, slug: str = SLUG, now: datetime = ANNOUNCE,
-         kill: str | None = None) -> subprocess.Popen:
-    """Part k of n of the wave in a process of its own (tests/crash_worker.py)."""
+         start_at: float | None = None) -> subprocess.Popen:
+    """Part k of n of the wave in a process of its own (tests/crash_worker.py), beginning at
+    `start_at` (time.time()) if given."""
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     env.pop("CRASH_WORKER_KILL", None)
-    if kill:
-        env["CRASH_WORKER_KILL"] = kill
+    if start_at:
+        env["CRASH_WORKER_START_AT"] = str(start_at)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.crash_worker", slug, WAVE, now.isoformat(), f"{k}/{n}"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -88,7 +89,9 @@ def test_two_parts_in_two_processes_send_each_message_once(prefect_api: None, fa
     event_id = seed(tmp_path)
     prepared = prepare_wave(SLUG, WAVE, ANNOUNCE, get_settings())
     assert sum(n for c in prepared.new_decisions.values() for n in c.values()) == TOTAL
-    procs = [part(0, 2), part(1, 2)]
+    # both begin together (as two workers picking up their parts): each its own share first
+    start_at = time.time() + 10
+    procs = [part(0, 2, start_at=start_at), part(1, 2, start_at=start_at)]
     try:
         first, second = (sent_by(p) for p in procs)
     finally:
