@@ -176,18 +176,17 @@ def decide_digest(session: Session, row: Event, spec: DigestSpec, rules: WaveRul
 
 
 def prepare_digest(session: Session, row: Event, now: datetime, settings: Settings
-                   ) -> tuple[WaveStatus, str, dict[str, dict[str, int]], int]:
+                   ) -> tuple[WaveStatus, str, dict[str, dict[str, int]]]:
     """The wave flow's decide step for a digest (`flows.wave.prepare_wave` hands it over):
-    (status, note, the new decisions per channel and outcome, rows found interrupted)."""
+    (status, note, the new decisions per channel and outcome)."""
     spec = event_spec(row)
     assert isinstance(spec, DigestSpec)
     if now >= spec.starts_at:
-        return WaveStatus.dropped, f"the month of {spec.month} is over", {}, 0
-    interrupted = 0  # a dead worker's messages: taken over by the send loop (flows.resume)
+        return WaveStatus.dropped, f"the month of {spec.month} is over", {}
     rules = digest_rules(spec, now, settings)
     decisions, _ = decide_digest(session, row, spec, rules)
     record_decisions(session, row, DIGEST, decisions, counts_for_caps=True)
-    return WaveStatus.scheduled, spec.month, summarize(decisions), interrupted
+    return WaveStatus.scheduled, spec.month, summarize(decisions)
 
 
 def preview_digest(session: Session, series: str, now: datetime, settings: Settings

@@ -42,7 +42,6 @@ class PreparedWave:
     status: WaveStatus  # scheduled | late | dropped | early | held
     note: str = ""
     new_decisions: dict[str, dict[str, int]] = field(default_factory=dict)
-    interrupted: int = 0
     scheduled_at: datetime | None = None  # when an early run's wave is due
     # the stored event, so that the run's later steps need not look it up again
     event_id: int | None = None
@@ -92,8 +91,8 @@ def _prepare(s: Session, row: Event, spec: EventSpec, wave: str, now: datetime,
     if row.kind == "digest":  # a series' monthly digest: its own audience and rules
         from flows.digest import prepare_digest
 
-        status, note, decided, interrupted = prepare_digest(s, row, now, settings)
-        return PreparedWave(event_slug, wave, now, status, note, decided, interrupted)
+        status, note, decided = prepare_digest(s, row, now, settings)
+        return PreparedWave(event_slug, wave, now, status, note, decided)
     if row.cancelled_at is not None:
         # a run scheduled before the event was called off ends quietly, sending nothing
         return PreparedWave(event_slug, wave, now, WaveStatus.dropped, "the event was cancelled")
@@ -111,17 +110,15 @@ def _prepare(s: Session, row: Event, spec: EventSpec, wave: str, now: datetime,
             event_slug, wave, now, WaveStatus.early,
             f"not due until {shown(wp.scheduled_at, spec.zone)}",
             scheduled_at=wp.scheduled_at)
-    interrupted = 0  # a dead worker's messages: taken over by the send loop (flows.resume)
     if wp.send_at is None:
         # the wave ran and its time is over (a late run would drop it): no new decisions,
         # but the messages it held for quiet hours still go when their window opens
         return PreparedWave(event_slug, wave, now, WaveStatus.held,
-                            "sending what the wave held for quiet hours", {}, interrupted)
+                            "sending what the wave held for quiet hours")
     rules = wave_rules(spec, plan, wave, now, settings)
     decisions, _ = decide(s, row, rules)
     record_decisions(s, row, wave, decisions, counts_for_caps=rules.counts_for_caps)
-    return PreparedWave(event_slug, wave, now, wp.status, wp.note, summarize(decisions),
-                        interrupted)
+    return PreparedWave(event_slug, wave, now, wp.status, wp.note, summarize(decisions))
 
 
 def decide(session, event_row, rules: WaveRules,
