@@ -164,7 +164,9 @@ def decide_digest(session: Session, row: Event, spec: DigestSpec, rules: WaveRul
     recipients = [Recipient(cid, tz, {"email": why}, False, near.get(cid, ()))
                   for cid, tz, why in audience]
     span = max((c.window for c in rules.caps.values()), default=None)
-    histories = load_histories(session, rules.send_at, span) if span else {}
+    # `only` (promo why): that one person's history, not everyone's
+    histories = (load_histories(session, rules.send_at, span, [only] if only is not None else None)
+                 if span else {})
     decisions = decide_wave(rules, recipients, histories)
     if rules.broadcast_channels and row.id is not None:
         done = set(session.scalars(select(Message.channel).where(Message.key.in_(
