@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -225,6 +226,17 @@ class SendWorker(Base):
     process_start: Mapped[str | None] = mapped_column(String(40))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RateSlot(Base):
+    """A provider account's pace, shared by every worker process: the next free slot on its
+    GCRA schedule (`channels.ratelimit`, `promo.db.schedule`)."""
+
+    __tablename__ = "rate_schedule"
+
+    account: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # wall-clock epoch seconds: workers on several machines need synced clocks (NTP)
+    next_at: Mapped[float] = mapped_column(Double)
 
 
 class Tombstone(Base):
