@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from promo.db import schedule
+from promo.db import has_engine, schedule
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,8 @@ class SharedRateLimiter(RateLimiter):
             self._timer = None
             if self._users or self._reserving or not self._runs:
                 return
+            if not has_engine(self.store):
+                return  # the process closed the store (shutting down): nothing to give back to
             idle = time.monotonic() - self._idle_since
             if idle < GIVE_BACK_AFTER:
                 self._arm(GIVE_BACK_AFTER - idle)

@@ -1,4 +1,5 @@
-"""The database schema: contacts and their consents, events, registrations and the message ledger.
+"""The database schema: contacts and their consents, events, registrations, the message ledger
+and the provider accounts' rate schedule.
 
 Times are stored as UTC (naive in the database, aware in Python) so that SQLite and
 PostgreSQL compare them the same way.
