@@ -8,8 +8,9 @@ reserves the next chunk a little before this one runs out. Two workers, or two w
 sending through the same account therefore share its limit without dividing it by hand,
 and a worker that sends nothing takes nothing: when its senders stop it gives back the
 slots it did not use, if nobody reserved after them. A provider's 429 with a retry hint
-is written into the schedule too, and holds back every worker of the account (those
-already holding slots from before it stop once they are used up: at most a chunk).
+is written into the schedule too, and holds back every worker of the account (a worker
+that reserved slots before the pause still uses those, about a chunk at most, and is held
+by its own 429 if the provider refuses them).
 
 Wall-clock time: workers on different machines need synced clocks (NTP). The cost is one
 store transaction per chunk (`bench/shared_limits.py`, docs/performance.md).
