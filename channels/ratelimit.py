@@ -116,7 +116,7 @@ class SharedRateLimiter(RateLimiter):
         self._reserving = False
         self._users = 0
         self._idle_since = 0.0
-        self._timer: threading.Timer | None = None
+        self._timer: threading.Thread | None = None
         self._held_until = 0.0
         # what it cost: store transactions and their time (bench/shared_limits.py)
         self.reservations = 0
@@ -252,9 +252,15 @@ class SharedRateLimiter(RateLimiter):
                         self._arm(GIVE_BACK_AFTER)
 
     def _arm(self, delay: float) -> None:
-        self._timer = threading.Timer(delay, self._give_back_if_idle)
-        self._timer.daemon = True
+        # a thread that sleeps, not a threading.Timer: a timed wait on a lock never ends
+        # under a shifted clock (faketime, the suite's year-ahead pass)
+        self._timer = threading.Thread(target=self._give_back_later, args=(delay,),
+                                       name=f"give-back-{self.account}", daemon=True)
         self._timer.start()
+
+    def _give_back_later(self, delay: float) -> None:
+        time.sleep(delay)
+        self._give_back_if_idle()
 
     def _give_back_if_idle(self) -> None:
         with self._cond:
