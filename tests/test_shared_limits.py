@@ -39,19 +39,19 @@ import json, sys, time
 from channels import live_channel, ratelimit
 from promo.settings import get_settings
 from tests.fakes.harness import message
-first, count, start, shared = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+first, count, shared = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 settings = get_settings()
 channel = live_channel("sms", settings)
 if shared == "no":  # the old way: this process paces alone, at the account's full limit
     channel.limiter = ratelimit.limiter_for("alone", settings.rate_limits["twilio_sms"])
 messages = [message(i, "sms", f"+7999{i:07d}") for i in range(first, first + count)]
-time.sleep(max(0.0, start - time.time()))
+print("ready", flush=True)
+sys.stdin.readline()  # the parent says go once both are ready
 began = time.time()
 results = channel.deliver(messages)
 print(json.dumps({"sent": sum(r.ok for r in results), "began": began, "ended": time.time(),
                   "reservations": getattr(channel.limiter, "reservations", 0),
-                  "passed": getattr(channel.limiter, "passed", 0),
-                  "held": [(r.next - began, r.left) for r in getattr(channel.limiter, "_runs", [])]}))
+                  "passed": getattr(channel.limiter, "passed", 0)}))
 """
 
 
@@ -73,13 +73,18 @@ def two_workers(fake: FakeTwilio, url: str, cwd: Path, shared: bool = True) -> l
            "PROMO_TWILIO_AUTH_TOKEN": "token", "PROMO_TWILIO_FROM": SENDER,
            "PROMO_TWILIO_BASE_URL": fake.url,
            "PROMO_RATE_LIMITS": json.dumps({"twilio_sms": LIMIT})}
-    start = time.time() + 4  # once both have imported the SDK
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(first), str(PER_PROCESS),
-                               str(start), "yes" if shared else "no"],
-                              env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                               "yes" if shared else "no"],
+                              env=env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
              for first in (1, 1 + PER_PROCESS)]
+    # both start sending at once, whenever the slower one has imported everything
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready", p.communicate(timeout=60)[1]
     said = []
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
