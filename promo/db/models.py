@@ -1,4 +1,5 @@
-"""The database schema: contacts and their consents, events, registrations and the message ledger.
+"""The database schema: contacts and their consents, events, registrations, the message ledger
+and the provider accounts' rate schedule.
 
 Times are stored as UTC (naive in the database, aware in Python) so that SQLite and
 PostgreSQL compare them the same way.
@@ -13,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -225,6 +227,17 @@ class SendWorker(Base):
     process_start: Mapped[str | None] = mapped_column(String(40))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RateSlot(Base):
+    """A provider account's pace, shared by every worker process: the next free slot on its
+    GCRA schedule (`channels.ratelimit`, `promo.db.schedule`)."""
+
+    __tablename__ = "rate_schedule"
+
+    account: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # wall-clock epoch seconds: workers on several machines need synced clocks (NTP)
+    next_at: Mapped[float] = mapped_column(Double)
 
 
 class Tombstone(Base):
