@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audiences.segments import load_recipients
-from flows.decide import Decision, WaveRules, decide_wave, summarize
+from flows.decide import Decision, WaveRules, decide_parts, summarize
 from flows.ledger import (
     decided_contacts,
     drop_waiting,
@@ -118,10 +118,17 @@ def _prepare(s: Session, row: Event, spec: EventSpec, wave: str, now: datetime,
         return PreparedWave(event_slug, wave, now, WaveStatus.held,
                             "sending what the wave held for quiet hours", {}, interrupted)
     rules = wave_rules(spec, plan, wave, now, settings)
-    decisions, _ = decide(s, row, rules)
-    record_decisions(s, row, wave, decisions, counts_for_caps=rules.counts_for_caps)
-    return PreparedWave(event_slug, wave, now, wp.status, wp.note, summarize(decisions),
-                        interrupted)
+    parts, _ = decide_in_parts(s, row, rules)
+    summary: dict[str, dict[str, int]] = {}
+
+    def counted() -> Iterator[Decision]:
+        for part in parts:
+            summarize(part, summary)
+            yield from part
+
+    # recorded a part at a time while the next part is decided (`promo.db.bulk`)
+    record_decisions(s, row, wave, counted(), counts_for_caps=rules.counts_for_caps)
+    return PreparedWave(event_slug, wave, now, wp.status, wp.note, summary, interrupted)
 
 
 def decide(session, event_row, rules: WaveRules,
@@ -129,6 +136,18 @@ def decide(session, event_row, rules: WaveRules,
            ) -> tuple[list[Decision], int]:
     """The decisions for everyone of the wave's audience not decided yet, and the audience's
     size. `histories` (the preview passes one across its waves) gains what is planned here."""
+    parts, audience = decide_in_parts(session, event_row, rules, histories, size=None)
+    decisions: list[Decision] = []
+    for part in parts:
+        decisions += part
+    return decisions, audience
+
+
+def decide_in_parts(session, event_row, rules: WaveRules,
+                    histories: dict[int, dict[str, list[datetime]]] | None = None,
+                    size: int | None = 50_000) -> tuple[Iterator[list[Decision]], int]:
+    """`decide`, the decisions made a part (`size` contacts) at a time as the parts are
+    taken: the audience and its history are read first."""
     exclude = decided_contacts(session, event_row.id, rules.wave)
     recipients = load_recipients(
         session, event_row, list(rules.channels),
@@ -137,14 +156,15 @@ def decide(session, event_row, rules: WaveRules,
     if histories is None:
         span = max((c.window for c in rules.caps.values()), default=None)
         histories = load_histories(session, rules.send_at, span) if span else {}
-    decisions = decide_wave(rules, recipients, histories)
-    if rules.broadcast_channels:
-        # a public post is decided once per wave, like everything else
-        done = set(session.scalars(select(Message.channel).where(
-            Message.key.in_([message_key(rules.event_slug, rules.wave, None, c)
-                             for c in rules.broadcast_channels]))))
-        decisions = [d for d in decisions if d.contact_id is not None or d.channel not in done]
-    return decisions, len(recipients) + len(exclude)
+    # a public post is decided once per wave, like everything else
+    done = set(session.scalars(select(Message.channel).where(
+        Message.key.in_([message_key(rules.event_slug, rules.wave, None, c)
+                         for c in rules.broadcast_channels])))) if rules.broadcast_channels else set()
+    parts = decide_parts(rules, recipients, histories, size)
+    if done:
+        parts = ([d for d in part if d.contact_id is not None or d.channel not in done]
+                 for part in parts)
+    return parts, len(recipients) + len(exclude)
 
 
 def due_streams(event_id: int, wave: str, now: datetime,
