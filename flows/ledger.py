@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from channels.base import ChannelError
 from flows.decide import Decision
 from promo.db import hold_contacts, is_postgres
-from promo.db.bulk import insert_new, utc_text
+from promo.db.bulk import insert_new, time_writer
 from promo.db.models import Contact, Event, Message, utcnow
 from promo.domain.names import DIRECT, SENT_STATUSES, WAITING, Delivery, Status
 
@@ -68,7 +68,7 @@ def record_decisions(
     session.execute(select(Event.id).where(Event.id == event.id).with_for_update(key_share=True)
                     ).one()
     conn = session.connection()
-    when = utc_text
+    when = time_writer(conn)
     now = when(utcnow())
     slug = event.slug
     rows = (
