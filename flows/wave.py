@@ -6,7 +6,9 @@ directly.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -118,17 +120,33 @@ def _prepare(s: Session, row: Event, spec: EventSpec, wave: str, now: datetime,
         return PreparedWave(event_slug, wave, now, WaveStatus.held,
                             "sending what the wave held for quiet hours", {}, interrupted)
     rules = wave_rules(spec, plan, wave, now, settings)
-    parts, _ = decide_in_parts(s, row, rules)
     summary: dict[str, dict[str, int]] = {}
+    with gc_paused():
+        parts, _ = decide_in_parts(s, row, rules)
 
-    def counted() -> Iterator[Decision]:
-        for part in parts:
-            summarize(part, summary)
-            yield from part
+        def counted() -> Iterator[Decision]:
+            for part in parts:
+                summarize(part, summary)
+                yield from part
 
-    # recorded a part at a time while the next part is decided (`promo.db.bulk`)
-    record_decisions(s, row, wave, counted(), counts_for_caps=rules.counts_for_caps)
+        # recorded a part at a time while the next part is decided (`promo.db.bulk`)
+        record_decisions(s, row, wave, counted(), counts_for_caps=rules.counts_for_caps)
     return PreparedWave(event_slug, wave, now, wp.status, wp.note, summary, interrupted)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for a wave's decide step: it makes millions of
+    objects that live until it ends (contacts, histories, decisions), and each collection
+    only walks them again (a million contacts: 1.3-1.8 s of 3.6-3.9 s of deciding's CPU).
+    Reference counting frees everything else as usual; cycles wait until the step ends."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def decide(session, event_row, rules: WaveRules,
