@@ -221,7 +221,7 @@ def bench_db(n: int, rules: WaveRules, url: str, profile: bool = False,
     from flows.ledger import load_histories, record_decisions
     from flows.store import find_event
     from flows.wave import gc_paused
-    from promo.db import dispose_engines, session_scope
+    from promo.db import dispose_engines, hold_contacts, session_scope
     from promo.settings import reset_settings
 
     reset_settings()
@@ -256,13 +256,14 @@ def bench_db(n: int, rules: WaveRules, url: str, profile: bool = False,
         event = find_event(s, "bench")
         cpu = time.process_time()
         t2 = time.perf_counter()
+        hold_contacts(s)
         recipients = load_recipients(s, event, list(rules.channels), registrants_only=False)
         t3 = time.perf_counter()
         histories = load_histories(s, rules.send_at, timedelta(days=30))
         t4 = time.perf_counter()
         with_history = len(histories)
         record_decisions(s, event, rules.wave, decisions(decide_parts(rules, recipients, histories)),
-                         counts_for_caps=True)
+                         counts_for_caps=True, contacts_held=True)
     t6 = time.perf_counter()
     if profiler is not None:
         import pstats

@@ -53,8 +53,13 @@ def record_decisions(
     decisions: Iterable[Decision],
     *,
     counts_for_caps: bool,
+    contacts_held: bool = False,
 ) -> None:
     """Insert the decisions; a key already in the ledger is left as it is.
+
+    `contacts_held`: the caller took `hold_contacts` before it read who the decisions are
+    for, so every contact they name is still there: the wave's first decisions then go
+    straight into the ledger (PostgreSQL's COPY, no checks per row).
 
     A wave of a million contacts records a million rows or more: they go in through the
     database's bulk path (`promo.db.bulk`), a chunk at a time while `decisions` (which may
@@ -67,6 +72,7 @@ def record_decisions(
     hold_contacts(session)
     session.execute(select(Event.id).where(Event.id == event.id).with_for_update(key_share=True)
                     ).one()
+    fresh = contacts_held and _first_of_wave(session, event.id, wave)
     conn = session.connection()
     when = time_writer(conn)
     now = when(utcnow())
@@ -79,7 +85,17 @@ def record_decisions(
     insert_new(conn, "messages", _DECISION_COLUMNS, rows, unique="key",
                same={"event_id": event.id, "wave": wave, "decided_at": now, "attempts": 0,
                      "updated_at": now},
-               refers={"contact_id": "contacts"})
+               refers={"contact_id": "contacts"}, fresh=fresh)
+
+
+def _first_of_wave(session: Session, event_id: int, wave: str) -> bool:
+    """Whether these are the wave's first rows (none of their keys can be there yet). On
+    PostgreSQL the writers of one wave's rows take turns from here to their commit: a
+    second run of the wave finds the first one's rows. SQLite: one writer at a time."""
+    if is_postgres(session.get_bind()):
+        session.execute(select(func.pg_advisory_xact_lock(event_id, func.hashtext(wave))))
+    return session.scalar(select(Message.id).where(
+        Message.event_id == event_id, Message.wave == wave).limit(1)) is None
 
 
 def load_histories(

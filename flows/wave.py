@@ -28,7 +28,7 @@ from flows.ledger import (
 )
 from flows.plan import CampaignPlan, plan_campaign
 from flows.store import event_spec, find_event
-from promo.db import session_scope
+from promo.db import hold_contacts, session_scope
 from promo.db.models import Event, Message
 from promo.domain.event import EventSpec
 from promo.domain.names import PROMOTIONAL_WAVES, WaveStatus
@@ -130,7 +130,8 @@ def _prepare(s: Session, row: Event, spec: EventSpec, wave: str, now: datetime,
                 yield from part
 
         # recorded a part at a time while the next part is decided (`promo.db.bulk`)
-        record_decisions(s, row, wave, counted(), counts_for_caps=rules.counts_for_caps)
+        record_decisions(s, row, wave, counted(), counts_for_caps=rules.counts_for_caps,
+                         contacts_held=True)  # by decide_in_parts
     return PreparedWave(event_slug, wave, now, wp.status, wp.note, summary, interrupted)
 
 
@@ -165,7 +166,9 @@ def decide_in_parts(session, event_row, rules: WaveRules,
                     histories: dict[int, dict[str, list[datetime]]] | None = None,
                     size: int | None = 50_000) -> tuple[Iterator[list[Decision]], int]:
     """`decide`, the decisions made a part (`size` contacts) at a time as the parts are
-    taken: the audience and its history are read first."""
+    taken: the audience and its history are read first. No one of the audience is forgotten
+    until the session's transaction ends (`hold_contacts`)."""
+    hold_contacts(session)
     exclude = decided_contacts(session, event_row.id, rules.wave)
     recipients = load_recipients(
         session, event_row, list(rules.channels),

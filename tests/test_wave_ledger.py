@@ -449,6 +449,7 @@ def test_recording_decisions_again_keeps_the_rows_in_the_ledger(backend, request
     from flows.decide import Decision
     from flows.ledger import record_decisions
     from flows.store import find_event
+    from promo.db import hold_contacts
 
     request.getfixturevalue("store" if backend == "sqlite" else "pg_store")
     _, spec, event_id = seed(tmp_path)
@@ -458,9 +459,11 @@ def test_recording_decisions_again_keeps_the_rows_in_the_ledger(backend, request
              Decision(None, "vk_wall", "planned", None, at)]
     again = [Decision(1, "email", "capped", "cap", at),
              Decision(3, "email", "suppressed", "no consent", None)]
-    for batch in (first, again):
-        with session_scope() as s:
-            record_decisions(s, find_event(s, spec.slug), "announce", batch, counts_for_caps=True)
+    for batch in (first, again):  # the first straight into the ledger (COPY), then through
+        with session_scope() as s:  # the temporary table, its keys there already
+            hold_contacts(s)
+            record_decisions(s, find_event(s, spec.slug), "announce", batch, counts_for_caps=True,
+                             contacts_held=True)
     with session_scope() as s:
         got = {(m.contact_id, m.channel): (m.status, m.reason, m.send_at, m.counts_for_caps)
                for m in s.scalars(select(Message).where(Message.event_id == event_id))}
