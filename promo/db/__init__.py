@@ -148,7 +148,9 @@ def hold_contacts(session: Session, *, forgetting: bool = False) -> None:
 
     Recording takes the lock shared (several waves at once), forgetting alone: a contact
     forgotten before a wave's rows go in is seen gone by them (`flows.ledger`), and rows that
-    went in before a forget are there for it to unlink. SQLite's transactions take turns
+    went in before a forget are there for it to unlink. Take it before the transaction locks
+    any row a forget may need (messages, consents, the contact): waiting here while holding
+    one would deadlock with the forget waiting for it. SQLite's transactions take turns
     already (BEGIN IMMEDIATE): nothing to do.
     """
     if is_postgres(session.get_bind()):
