@@ -66,6 +66,7 @@ def insert_new(conn: Connection, table: str, columns: Sequence[str], rows: Itera
     The last chunk is written when this returns; an error in either thread is raised
     here, and the caller's transaction is then to be rolled back."""
     same = dict(same or {})
+    refers = {} if fresh else refers  # there, and held by the caller's transaction
     cursor = conn.connection.cursor()  # the session's own connection: its transaction
     if conn.dialect.name == "postgresql" and fresh:
         write = _postgres_copy(cursor, table, list(columns), same)
