@@ -72,7 +72,7 @@ def record_decisions(
     hold_contacts(session)
     session.execute(select(Event.id).where(Event.id == event.id).with_for_update(key_share=True)
                     ).one()
-    fresh = contacts_held and _first_of_wave(session, event.id, wave)
+    fresh = _first_of_wave(session, event.id, wave) and contacts_held
     conn = session.connection()
     when = time_writer(conn)
     now = when(utcnow())
