@@ -38,7 +38,7 @@ from flows.fallback import FALLBACK, fall_back
 from flows.lease import current_lease
 from flows.ledger import Outcome
 from flows.store import event_spec
-from promo.db import session_scope
+from promo.db import hold_contacts, session_scope
 from promo.db.models import Consent, Contact, Event, Message, Registration, utcnow
 from promo.domain.event import EventSpec
 from promo.domain.names import (
@@ -292,6 +292,9 @@ def _record(results: list[Outcome], settings: Settings, claimed: list[Claimed],
     by_id = {c.message_id: c for c in claimed}
     stamp = utcnow()
     with session_scope(settings.database_url) as s:
+        # first, before any row is locked: a fallback below records new rows (which holds the
+        # contacts), and a forget waiting for this transaction must not hold what it needs
+        hold_contacts(s)
         ledger.record_outcomes(s, results, stamp)
         failed: list[tuple[Claimed, str]] = []
         for r in results:
