@@ -6,7 +6,7 @@ contact), and the provider's id indexed only where there is one (NULL for every 
 until it is sent)
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-30 10:00:00
 """
 
@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0006'
-# 0005 comes from another branch; the chain is mended when the two meet
 down_revision = '0005'
 branch_labels = None
 depends_on = None
