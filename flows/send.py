@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audiences.contacts import mark_unreachable, withdraw_consent
@@ -31,6 +31,7 @@ from channels.base import (
 )
 from channels.context import context, pick_language
 from channels.mail import Attachment, Invitations, email_extras
+from channels.outbox import OutboxChannel
 from channels.render import TemplateProblem, render
 from flows import ledger
 from flows.digest import claim_spacing
@@ -194,10 +195,12 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
     logger = logger or log
     lease = current_lease(settings.database_url, settings.send_lease_seconds)
     with session_scope(settings.database_url) as s:
-        rows = s.execute(select(Message.id, Message.event_id, Message.channel)
+        rows = s.execute(select(Message.id, Message.event_id, Message.channel, Message.wave)
                          .where(Message.id.in_(message_ids)).order_by(Message.id)).all()
         events_rows = {e.id: e for e in s.scalars(
             select(Event).where(Event.id.in_({r.event_id for r in rows})))}
+        boxed = _mailbox_waves(s, {(r.event_id, r.wave) for r in rows if r.channel == "email"},
+                               settings)
     specs = {i: event_spec(e) for i, e in events_rows.items()}
     overrides = {i: e.definition.get("_templates_dir") for i, e in events_rows.items()}
     by_channel: dict[str, list[int]] = {}
@@ -207,6 +210,8 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
     invitations = Invitations()
     for channel_name, ids in by_channel.items():
         channel = get_channel(channel_name, settings, logger)
+        if isinstance(channel, OutboxChannel):
+            channel.mailbox_waves = {(events_rows[e].slug, w) for e, w in boxed}
         try:
             size = group_size(channel)
             for i in range(0, len(ids), size):
@@ -215,6 +220,28 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
         finally:
             channel.close()
     return outcome
+
+
+# (database, event id, wave) of the waves known to have more emails than the outbox's
+# limit: a wave only grows, so the answer stays (a smaller wave is counted again, cheaply)
+_large_waves: set[tuple[str, int, str]] = set()
+
+
+def _mailbox_waves(s: Session, waves: set[tuple[int, str]],
+                   settings: Settings) -> set[tuple[int, str]]:
+    """The waves whose emails the outbox writes into one mailbox file: more emails in the
+    ledger than `outbox_eml_limit`, counted once per process."""
+    out = set()
+    for event_id, wave in waves:
+        known = (settings.database_url, event_id, wave)
+        if known not in _large_waves:
+            emails = s.scalar(select(func.count()).select_from(Message).where(
+                Message.event_id == event_id, Message.wave == wave, Message.channel == "email"))
+            if emails <= settings.outbox_eml_limit:
+                continue
+            _large_waves.add(known)
+        out.add((event_id, wave))
+    return out
 
 
 def send_group(ids: list[int], channel: Channel, now: datetime, settings: Settings,
