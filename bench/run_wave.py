@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections import Counter
 from contextlib import nullcontext
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -164,16 +164,21 @@ def seed(n: int, url: str) -> None:
     from sqlalchemy import insert
 
     from promo.db import get_engine, is_postgres, session_scope
-    from promo.db.models import Consent, Contact, ContactTopic
+    from promo.db.models import Consent, Contact, ContactTopic, utcnow
 
     granted = START - timedelta(days=90)
+    postgres = is_postgres(get_engine(url))
+    # COPY writes the columns as given: the store's times are UTC without a zone
+    stamp = utcnow().replace(tzinfo=None)
+    if postgres:
+        granted = granted.astimezone(UTC).replace(tzinfo=None)
 
     def contacts(ids: range) -> list[tuple]:
         return [(i, "ru", "Europe/Moscow", f"Гость {i}", f"c{i}@example.org", f"+7916{i:07d}",
-                 800000 + i) for i in ids]
+                 800000 + i, *((stamp, stamp) if postgres else ())) for i in ids]
 
-    columns = ("id", "language", "timezone", "name", "email", "phone", "telegram_chat_id")
-    postgres = is_postgres(get_engine(url))
+    columns = ("id", "language", "timezone", "name", "email", "phone", "telegram_chat_id",
+               *(("created_at", "updated_at") if postgres else ()))
     for lo in range(1, n + 1, 50_000):
         ids = range(lo, min(n, lo + 49_999) + 1)
         if postgres:
