@@ -64,7 +64,8 @@ def main() -> None:
                         help="the store on a throwaway PostgreSQL server")
     parser.add_argument("--database-url", help="the store at this URL (an empty database)")
     parser.add_argument("--profile", metavar="FILE",
-                        help="sample the `promo` process with py-spy into FILE (collapsed stacks)")
+                        help="sample the `promo` process with py-spy into FILE (collapsed "
+                        "stacks; py-spy is not a dependency: .venv/bin/pip install py-spy)")
     parser.add_argument("--keep", action="store_true", help="keep the folder (store, outbox)")
     args = parser.parse_args()
     if args.postgres:
