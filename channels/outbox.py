@@ -2,11 +2,11 @@
 
 Email becomes one `.eml` file per message (open it in any mail client), and a wave too
 large for a file per email (`outbox_eml_limit`) one mailbox file, `<event>_<wave>.mbox`
-(mboxrd: `mutt -f`, Thunderbird's import, Python's `mailbox`); every other channel appends
+(mboxrd: `mutt -f` opens it, Python's `mailbox` reads it); every other channel appends
 one JSON line per message to `outbox/<channel>/<event>.jsonl`.
 
 An `.eml` is written in one pass over strings, not through `email.message.EmailMessage`,
-whose header parsing and folding cost about 5 ms an email (most of a wave's time on the
+whose header parsing and folding cost about 3 ms an email (most of a wave's time on the
 outbox). The bytes are the same as that class writes (`tests/test_outbox.py` compares
 them); a message this writer does not know how to write the same (a line over 998 bytes, a
 header value it would have to encode or fold) goes through `EmailMessage` as before.
