@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, case, func, or_, select, union
+from sqlalchemy import and_, case, func, select, union
 from sqlalchemy.orm import Session
 
 from promo.db.models import Consent, Contact, ContactTopic, Event, Registration
@@ -219,7 +219,7 @@ def series_audience(session: Session, topics: list[str], event_ids: list[int],
     reach them or None: `digest_block`)."""
     registered = select(Registration.contact_id).where(Registration.event_id.in_(event_ids))
     follows = select(ContactTopic.contact_id).where(ContactTopic.topic.in_(topics))
-    where = or_(Contact.id.in_(follows), Contact.id.in_(registered))
+    where = Contact.id.in_(union(follows, registered))  # as `_followers_or_attendees`
     if only is not None:
         where = and_(where, Contact.id == only)
     q = (select(Contact, Consent).outerjoin(Consent, and_(

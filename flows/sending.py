@@ -85,12 +85,15 @@ def send_due(event_slug: str, event_id: int, wave: str, clock: str, settings: Se
     me = current_lease(settings.database_url, settings.send_lease_seconds).id
     out = SendProgress()
     waited_since: float | None = None
+    due: dict[str, int] | None = None  # counted at the end of the pass before
     for _ in range(MAX_PASSES):
         resumed = resume_task(event_id, wave, clock)
         out.sent.update(resumed)
         out.taken_over += sum(resumed.values())
-        with session_scope(settings.database_url) as s:
-            total = sum(due_counts(s, event_id, wave, now).values()) + out.done
+        if due is None or resumed:  # a scan of the wave's waiting rows: not twice in a row
+            with session_scope(settings.database_url) as s:
+                due = due_counts(s, event_id, wave, now)
+        total = sum(due.values()) + out.done
         _one_pass(event_slug, event_id, wave, clock, settings, progress_id, total, out)
         if out.misconfigured:
             break  # what stays planned waits for the settings to be fixed
