@@ -34,6 +34,7 @@ from audiences.contacts import (
     normalize_vk_id,
 )
 from audiences.segments import ADDRESS_FIELD, contact_block
+from promo.db import hold_contacts
 from promo.db.models import (
     Consent,
     Contact,
@@ -269,6 +270,7 @@ def forget(session: Session, text: str, now: datetime | None = None) -> dict:
         _bury(session, key, k, address, now)
     cid = contact.id
     session.expunge(contact)
+    hold_contacts(session, forgetting=True)  # no wave's rows for them go in meanwhile
     # nothing still waiting goes out to a person who asked to be forgotten
     session.execute(Message.__table__.update().where(
         Message.contact_id == cid, Message.status.in_(WAITING))
@@ -280,7 +282,10 @@ def forget(session: Session, text: str, now: datetime | None = None) -> dict:
             column.contains(str(address)) for address in held.values()
             for column in (raw, normalized))))
             .values(raw={"forgotten": True}, normalized={"forgotten": True}))
-    # the database cascades topics, consents and registrations, and unlinks ledger rows
+    # the ledger keeps its rows (the counts an organizer sees), no longer naming the person
+    session.execute(Message.__table__.update().where(Message.contact_id == cid)
+                    .values(contact_id=None))
+    # the database cascades topics, consents and registrations
     session.execute(delete(Contact).where(Contact.id == cid))
     session.flush()
     return {"contact_id": cid, "tombstones": list(held)}

@@ -44,7 +44,9 @@ def live_channel(name: str, settings: Settings) -> Channel | None:
     if live is None:
         return None
     channel = live.channel
-    channel.limiter = limiter_for(live.account, settings.rate_limits[live.rate_key])
+    # the pace is kept in the store, so every worker process sharing it shares the limit
+    channel.limiter = limiter_for(live.account, settings.rate_limits[live.rate_key],
+                                  store=settings.database_url)
     channel.concurrency = settings.send_concurrency
     channel.retry = RetryPolicy(total=settings.send_retry_seconds)
     return channel

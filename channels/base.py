@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -224,12 +225,13 @@ class Channel:
                 failures.append(exc)
                 return list(exc.results)
 
-        if self.concurrency > 1 and len(chunks) > 1:
-            with ThreadPoolExecutor(min(self.concurrency, len(chunks)),
-                                    thread_name_prefix=f"send-{self.name}") as pool:
-                settled = list(pool.map(run, chunks))
-        else:
-            settled = [run(c) for c in chunks]
+        with self.limiter.in_use() if self.limiter is not None else nullcontext():
+            if self.concurrency > 1 and len(chunks) > 1:
+                with ThreadPoolExecutor(min(self.concurrency, len(chunks)),
+                                        thread_name_prefix=f"send-{self.name}") as pool:
+                    settled = list(pool.map(run, chunks))
+            else:
+                settled = [run(c) for c in chunks]
         results = [r for rs in settled for r in rs]
         if failures:
             failures[0].results = results
@@ -258,7 +260,13 @@ class Channel:
         def attempt() -> None:
             nonlocal pending
             if self.limiter is not None:
-                self.limiter.acquire()
+                try:
+                    self.limiter.acquire()
+                except Exception as exc:
+                    # the shared schedule could not be reached (the store): nothing left
+                    raise RetryableError(f"{self.name}: no slot from the rate schedule: "
+                                         f"{type(exc).__name__}: {exc}",
+                                         provider=self.name) from exc
             try:
                 results = self.send_batch(pending)
             except ChannelError as exc:
@@ -305,7 +313,8 @@ class Channel:
         return [done[m.id] for m in chunk if m.id in done]
 
     def _noted(self, error: ChannelError) -> None:
-        """A retryable failure: a provider's pause holds every thread of the account."""
+        """A retryable failure: a provider's pause holds every sender of the account (every
+        worker's, with the shared schedule)."""
         if error.retry_after and self.limiter is not None:
             self.limiter.hold(error.retry_after)
         log.info("%s: %s; retrying%s", self.name, error,
@@ -348,7 +357,7 @@ class Live:
     """A provider adapter built from its credentials, and whose rate limit it shares."""
 
     channel: Channel
-    account: str  # the provider account (its calls share one limiter per process)
+    account: str  # the provider account (its calls share one pace, across workers too)
     rate_key: str  # the account's entry in the `rate_limits` setting
 
 

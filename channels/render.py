@@ -157,11 +157,22 @@ def _where(override: str | None, inline: tuple) -> str:
 
 
 def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
-           override: str | None = None, *, settings: Settings, check: bool = True) -> Rendered:
+           override: str | None = None, *, settings: Settings, check: bool = True,
+           chosen: dict | None = None) -> Rendered:
     """Render the message and (unless `check` is off: the preview shows it first) check it
-    against the channel's rules."""
-    inline = inline_texts(event)
-    env = environment(override, inline)
+    against the channel's rules.
+
+    `chosen` (a dict the caller keeps for a batch) remembers which template each part of a
+    message came from: looking it up again costs more than rendering it (candidate names
+    through Jinja's cache, a stat of each file to see whether it changed)."""
+    key = (id(event), override, wave, channel, lang)
+    picked = chosen.get(key) if chosen is not None else None
+    if picked is not None and picked[0] is event:
+        env, inline, templates = picked[1], picked[2], picked[3]
+    else:
+        inline = inline_texts(event)
+        env = environment(override, inline)
+        templates = {}
     layers = len(env.loader.layers)  # type: ignore[union-attr]
     parts = PARTS.get(channel, ("txt",))
     out: dict[str, str] = {}
@@ -169,7 +180,8 @@ def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
     for part in parts:
         names = template_names(wave, channel, lang, part)
         try:
-            template = env.select_template([f"@{i}/{n}" for i in range(layers) for n in names])
+            template = templates.get(part) or env.select_template(
+                [f"@{i}/{n}" for i in range(layers) for n in names])
         except TemplateNotFound:
             raise TemplateProblem(
                 f"no template for the {wave} wave on {channel} in {lang!r}: looked for "
@@ -200,6 +212,9 @@ def render(event: EventSpec, wave: str, channel: str, lang: str, ctx: dict,
                                   f"{type(exc).__name__}: {exc}") from None
         if part == "txt":
             source = template.filename
+        templates[part] = template
+    if chosen is not None:
+        chosen[key] = (event, env, inline, templates)
     subject = " ".join(out["subject"].split()) if "subject" in out else None  # one header line
     rendered = Rendered(text=out["txt"], subject=subject, html=out.get("html"), template=source)
     if check:

@@ -25,7 +25,7 @@ from promo.db import session_scope
 from promo.domain.event import EventSpec
 from promo.domain.names import EXPLAINED, OUTCOME_COLUMNS, Status
 from promo.domain.times import shown
-from promo.report.series import event_forecast, event_report, series_of
+from promo.report.series import event_forecast, event_report, series_history
 from promo.settings import get_settings
 
 
@@ -274,7 +274,8 @@ def report_markdown(slug: str, now: datetime, picture: bool = True) -> str:
         row = find_event(s, slug)
         zone = row.timezone
         r = event_report(s, row, now, settings)
-        png = draw(s, row, now, settings, series_of(row), ARTIFACT_DPI) if picture else None
+        png = (draw(s, row, r, series_history(s, row, r, now, settings), ARTIFACT_DPI)
+               if picture else None)
         s.rollback()
     came = ("attendance not known yet" if r["attended"] is None else
             f"{r['attended']} came ({r['show_up_rate']:.0%}), {r['walk_ins']} walk-ins; "

@@ -123,7 +123,8 @@ def decide_task(event_slug: str, wave: str, now: str) -> PreparedWave:
 def _decided(prepared: PreparedWave) -> dict[str, Any]:
     """The decide step as the wave flow's result reports it."""
     return {"status": prepared.status, "note": prepared.note, "decided": prepared.new_decisions,
-            "interrupted": prepared.interrupted,
+            # a dead worker's messages the send loop took over (`flows.resume`)
+            "interrupted": 0,
             "scheduled_at": prepared.scheduled_at.isoformat() if prepared.scheduled_at else None}
 
 

@@ -28,7 +28,7 @@ from flows.ledger import (
     wave_outcomes,
 )
 from flows.plan import plan_campaign
-from flows.store import event_spec
+from flows.store import event_spec, series_events
 from promo.db.models import Event, Message, Registration
 from promo.domain.digest import DigestItem, DigestSpec, digest_slug, month_bounds
 from promo.domain.event import EventSpec
@@ -41,24 +41,11 @@ from promo.settings import Settings
 UPCOMING_DAYS = 92
 
 
-def series_events(session: Session, series: str) -> list[tuple[Event, EventSpec]]:
-    """The series' events (not digests, not cancelled), in start order."""
-    rows = session.scalars(select(Event).where(
-        Event.series == series, Event.kind == "event", Event.cancelled_at.is_(None))
-        .order_by(Event.starts_at))
-    return [(r, event_spec(r)) for r in rows]
-
-
 def compose(session: Session, series: str, now: datetime, settings: Settings
             ) -> tuple[DigestSpec | None, str]:
     """The series' digest for `now`'s month (in the series' zone), and a note; None when the
     month has nothing to say (no upcoming event, no recording, slides or photos)."""
-    events = series_events(session, series)
-    if not events:
-        known = sorted(s for s in session.scalars(
-            select(Event.series).where(Event.kind == "event").distinct()) if s)
-        raise UserError(f"no series {series!r} in the store"
-                        + (f" (known: {', '.join(known)})" if known else ""))
+    events = [(r, event_spec(r)) for r in series_events(session, series)]
     upcoming = [spec for _, spec in events
                 if now < spec.starts_at <= now + timedelta(days=UPCOMING_DAYS)]
     # the series' zone: its next event's, else its latest one's
@@ -170,14 +157,16 @@ def decide_digest(session: Session, row: Event, spec: DigestSpec, rules: WaveRul
     exclude = decided_contacts(session, row.id, DIGEST) if row.id is not None else set()
     series = spec.digest_series
     events = series_events(session, series)
-    topics = sorted({e.topic for _, e in events})
-    audience = series_audience(session, topics, [r.id for r, _ in events], exclude, only)
+    topics = sorted({event_spec(r).topic for r in events})
+    audience = series_audience(session, topics, [r.id for r in events], exclude, only)
     ids = [cid for cid, _, _ in audience]
     near = near_waves(session, spec, rules.send_at, ids)
     recipients = [Recipient(cid, tz, {"email": why}, False, near.get(cid, ()))
                   for cid, tz, why in audience]
     span = max((c.window for c in rules.caps.values()), default=None)
-    histories = load_histories(session, rules.send_at, span) if span else {}
+    # `only` (promo why): that one person's history, not everyone's
+    histories = (load_histories(session, rules.send_at, span, [only] if only is not None else None)
+                 if span else {})
     decisions = decide_wave(rules, recipients, histories)
     if rules.broadcast_channels and row.id is not None:
         done = set(session.scalars(select(Message.channel).where(Message.key.in_(
@@ -189,18 +178,17 @@ def decide_digest(session: Session, row: Event, spec: DigestSpec, rules: WaveRul
 
 
 def prepare_digest(session: Session, row: Event, now: datetime, settings: Settings
-                   ) -> tuple[WaveStatus, str, dict[str, dict[str, int]], int]:
+                   ) -> tuple[WaveStatus, str, dict[str, dict[str, int]]]:
     """The wave flow's decide step for a digest (`flows.wave.prepare_wave` hands it over):
-    (status, note, the new decisions per channel and outcome, rows found interrupted)."""
+    (status, note, the new decisions per channel and outcome)."""
     spec = event_spec(row)
     assert isinstance(spec, DigestSpec)
     if now >= spec.starts_at:
-        return WaveStatus.dropped, f"the month of {spec.month} is over", {}, 0
-    interrupted = 0  # a dead worker's messages: taken over by the send loop (flows.resume)
+        return WaveStatus.dropped, f"the month of {spec.month} is over", {}
     rules = digest_rules(spec, now, settings)
     decisions, _ = decide_digest(session, row, spec, rules)
     record_decisions(session, row, DIGEST, decisions, counts_for_caps=True)
-    return WaveStatus.scheduled, spec.month, summarize(decisions), interrupted
+    return WaveStatus.scheduled, spec.month, summarize(decisions)
 
 
 def preview_digest(session: Session, series: str, now: datetime, settings: Settings
@@ -249,7 +237,7 @@ def override_of(session: Session, spec: DigestSpec) -> str | None:
     """The template folder of the series' latest event (`templates:`): the digest's
     templates are overridden there like a wave's (`<folder>/digest/...`)."""
     events = series_events(session, spec.digest_series)
-    for row, _ in reversed(events):
+    for row in reversed(events):
         folder = (row.definition or {}).get("_templates_dir")
         if folder:
             return folder

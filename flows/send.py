@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audiences.contacts import mark_unreachable, withdraw_consent
@@ -29,8 +29,9 @@ from channels.base import (
     PermanentError,
     SendResult,
 )
-from channels.context import context, pick_language
+from channels.context import Contexts, pick_language
 from channels.mail import Attachment, Invitations, email_extras
+from channels.outbox import OutboxChannel
 from channels.render import TemplateProblem, render
 from flows import ledger
 from flows.digest import claim_spacing
@@ -38,7 +39,7 @@ from flows.fallback import FALLBACK, fall_back
 from flows.lease import current_lease
 from flows.ledger import Outcome
 from flows.store import event_spec
-from promo.db import session_scope
+from promo.db import hold_contacts, session_scope
 from promo.db.models import Consent, Contact, Event, Message, Registration, utcnow
 from promo.domain.event import EventSpec
 from promo.domain.names import (
@@ -48,7 +49,7 @@ from promo.domain.names import (
     ChannelName,
     Status,
 )
-from promo.domain.rules import add_to_history, judge, next_send_time
+from promo.domain.rules import Cap, SendWindow, add_to_history, judge, next_send_time
 from promo.settings import Settings
 from promo.tokens import unsubscribe_url
 
@@ -72,8 +73,21 @@ class Claimed:
     reason: str | None = None
 
 
+@dataclass
+class ClaimRules:
+    """The settings' caps and quiet hours, parsed once per batch, not per group."""
+
+    caps: dict[str, Cap]
+    windows: dict[str, SendWindow]
+
+    @classmethod
+    def of(cls, settings: Settings) -> ClaimRules:
+        return cls(settings.cap_rules(), settings.send_windows())
+
+
 def claim(session: Session, message_ids: list[int], now: datetime, settings: Settings,
-          events: dict[int, EventSpec], worker: str | None = None) -> tuple[list[Claimed], Counter]:
+          events: dict[int, EventSpec], worker: str | None = None,
+          rules: ClaimRules | None = None) -> tuple[list[Claimed], Counter]:
     """Move due rows to `sending` (claimed by `worker`, the process's lease) where the rules
     (`judge`) allow it now; the others to what the rules say (held, capped, suppressed,
     dropped)."""
@@ -87,10 +101,11 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
             Registration.event_id.in_({r.event_id for r in rows}))).all())
     consents = {
         (c.contact_id, c.channel): c
-        for c in session.scalars(select(Consent).where(Consent.contact_id.in_(contact_ids)))
+        for c in session.scalars(select(Consent).where(
+            Consent.contact_id.in_(contact_ids), Consent.channel.in_({r.channel for r in rows})))
     }
-    caps = settings.cap_rules()
-    windows = settings.send_windows()
+    rules = rules or ClaimRules.of(settings)
+    caps, windows = rules.caps, rules.windows
     span = max((c.window for c in caps.values()), default=None)
     histories = (
         ledger.load_histories(session, now, span, contact_ids, include_planned=False)
@@ -147,19 +162,34 @@ def claim(session: Session, message_ids: list[int], now: datetime, settings: Set
     return claimed, outcome
 
 
-def _render(c: Claimed, spec: EventSpec, settings: Settings, override: str | None,
-            invitations: Invitations) -> OutgoingMessage:
+@dataclass
+class Batch:
+    """What the groups of one batch share: its events and their template folders, the
+    rules parsed once, and what rendering works out once for many messages (the invitation,
+    the recipients' common context, which template each part comes from)."""
+
+    specs: dict[int, EventSpec]
+    overrides: dict[int, str | None]
+    rules: ClaimRules
+    invitations: Invitations = field(default_factory=Invitations)
+    contexts: Contexts = field(default_factory=Contexts)
+    templates: dict = field(default_factory=dict)
+
+
+def _render(c: Claimed, batch: Batch, settings: Settings) -> OutgoingMessage:
+    spec = batch.specs[c.event_id]
     lang = pick_language(c.language, spec, settings.default_language)
     # the digest's own link unsubscribes from the digest only (its page offers everything)
     unsub = (unsubscribe_url(settings, c.contact_id, DIGEST if c.wave == DIGEST else c.channel)
              if c.contact_id else None)
-    ctx = context(spec, c.wave, c.channel, name=c.name, tz=c.timezone, lang=lang,
-                  unsubscribe_url=unsub, settings=settings)
-    r = render(spec, c.wave, c.channel, lang, ctx, override, settings=settings)
+    ctx = batch.contexts.get(spec, c.wave, c.channel, name=c.name, tz=c.timezone, lang=lang,
+                             unsubscribe_url=unsub, settings=settings)
+    r = render(spec, c.wave, c.channel, lang, ctx, batch.overrides[c.event_id],
+               settings=settings, chosen=batch.templates)
     headers: dict[str, str] = {}
     attachments: list[Attachment] = []
     if c.channel == ChannelName.email:
-        headers, attachments = email_extras(spec, lang, ctx, unsub, invitations)
+        headers, attachments = email_extras(spec, lang, ctx, unsub, batch.invitations)
     return OutgoingMessage(id=c.message_id, key=c.key, channel=c.channel, address=c.address,
                            language=lang, text=r.text, subject=r.subject, html=r.html,
                            headers=headers, attachments=attachments, event_slug=spec.slug,
@@ -194,35 +224,59 @@ def send_batch(message_ids: list[int], now: datetime, settings: Settings,
     logger = logger or log
     lease = current_lease(settings.database_url, settings.send_lease_seconds)
     with session_scope(settings.database_url) as s:
-        rows = s.execute(select(Message.id, Message.event_id, Message.channel)
+        rows = s.execute(select(Message.id, Message.event_id, Message.channel, Message.wave)
                          .where(Message.id.in_(message_ids)).order_by(Message.id)).all()
         events_rows = {e.id: e for e in s.scalars(
             select(Event).where(Event.id.in_({r.event_id for r in rows})))}
-    specs = {i: event_spec(e) for i, e in events_rows.items()}
-    overrides = {i: e.definition.get("_templates_dir") for i, e in events_rows.items()}
+        boxed = _mailbox_waves(s, {(r.event_id, r.wave) for r in rows if r.channel == "email"},
+                               settings)
+    batch = Batch({i: event_spec(e) for i, e in events_rows.items()},
+                  {i: e.definition.get("_templates_dir") for i, e in events_rows.items()},
+                  ClaimRules.of(settings))
     by_channel: dict[str, list[int]] = {}
     for r in rows:
         by_channel.setdefault(r.channel, []).append(r.id)
     outcome: Counter = Counter()
-    invitations = Invitations()
     for channel_name, ids in by_channel.items():
         channel = get_channel(channel_name, settings, logger)
+        if isinstance(channel, OutboxChannel):
+            channel.mailbox_waves = {(events_rows[e].slug, w) for e, w in boxed}
         try:
             size = group_size(channel)
             for i in range(0, len(ids), size):
-                send_group(ids[i:i + size], channel, now, settings, specs, overrides,
-                           invitations, lease.id, outcome)
+                send_group(ids[i:i + size], channel, now, settings, batch, lease.id, outcome)
         finally:
             channel.close()
     return outcome
 
 
+# (database, event id, wave) of the waves known to have more emails than the outbox's
+# limit: a wave only grows, so the answer stays (a smaller wave is counted again, cheaply)
+_large_waves: set[tuple[str, int, str]] = set()
+
+
+def _mailbox_waves(s: Session, waves: set[tuple[int, str]],
+                   settings: Settings) -> set[tuple[int, str]]:
+    """The waves whose emails the outbox writes into one mailbox file: more emails in the
+    ledger than `outbox_eml_limit`, counted once per process."""
+    out = set()
+    for event_id, wave in waves:
+        known = (settings.database_url, event_id, wave)
+        if known not in _large_waves:
+            emails = s.scalar(select(func.count()).select_from(Message).where(
+                Message.event_id == event_id, Message.wave == wave, Message.channel == "email"))
+            if emails <= settings.outbox_eml_limit:
+                continue
+            _large_waves.add(known)
+        out.add((event_id, wave))
+    return out
+
+
 def send_group(ids: list[int], channel: Channel, now: datetime, settings: Settings,
-               specs: dict[int, EventSpec], overrides: dict[int, str | None],
-               invitations: Invitations, worker: str, outcome: Counter) -> None:
+               batch: Batch, worker: str, outcome: Counter) -> None:
     """Claim, render, send and record one group (two transactions: the claim, the record)."""
     with session_scope(settings.database_url) as s:
-        claimed, decided = claim(s, ids, now, settings, specs, worker)
+        claimed, decided = claim(s, ids, now, settings, batch.specs, worker, batch.rules)
     decided.pop(Status.sending, None)
     outcome.update(decided)
     if not claimed:
@@ -233,8 +287,7 @@ def send_group(ids: list[int], channel: Channel, now: datetime, settings: Settin
     try:
         for c in claimed:
             try:
-                outgoing.append(_render(c, specs[c.event_id], settings, overrides[c.event_id],
-                                        invitations))
+                outgoing.append(_render(c, batch, settings))
             except TemplateProblem as exc:
                 results.append(Outcome(c.message_id, Status.failed, str(exc)))
         # the channel batches, paces and retries; every message gets a result
@@ -292,6 +345,9 @@ def _record(results: list[Outcome], settings: Settings, claimed: list[Claimed],
     by_id = {c.message_id: c for c in claimed}
     stamp = utcnow()
     with session_scope(settings.database_url) as s:
+        # first, before any row is locked: a fallback below records new rows (which holds the
+        # contacts), and a forget waiting for this transaction must not hold what it needs
+        hold_contacts(s)
         ledger.record_outcomes(s, results, stamp)
         failed: list[tuple[Claimed, str]] = []
         for r in results:

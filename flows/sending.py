@@ -125,15 +125,19 @@ def send_due(event_slug: str, event_id: int, wave: str, clock: str, settings: Se
     out = SendProgress()
     progress = Progress(progress_id, event_slug, wave, whole_wave=share is not None)
     waited_since: float | None = None
+    due: dict[str, int] | None = None  # counted at the end of the pass before
     for pass_no in range(MAX_PASSES):
         resumed = resume_task(event_id, wave, clock)
         out.sent.update(resumed)
         out.taken_over += sum(resumed.values())
         first = pass_no == 0
-        with session_scope(settings.database_url) as s:
-            if share is None:
-                progress.total = sum(due_counts(s, event_id, wave, now).values()) + out.done
-            elif first:  # the whole wave's, what every part still has to send
+        if share is None:
+            if due is None or resumed:  # a scan of the wave's waiting rows: not twice in a row
+                with session_scope(settings.database_url) as s:
+                    due = due_counts(s, event_id, wave, now)
+            progress.total = sum(due.values()) + out.done
+        elif first:  # the whole wave's, what every part still has to send
+            with session_scope(settings.database_url) as s:
                 progress.total = sum(due_counts(s, event_id, wave, now).values()) \
                     + sum(in_flight(s, event_id, wave).values())
         # the first pass sends this part's share; the next ones whatever is still due

@@ -56,3 +56,17 @@ def event_spec(row: Event) -> EventSpec:
     if row.kind == "digest":  # a series' digest of a month (flows/digest.py)
         return DigestSpec.model_validate(data)
     return EventSpec.model_validate(data)
+
+
+def series_events(session: Session, series: str) -> list[Event]:
+    """The series' events (not digests, not cancelled), in start order; an unknown series is
+    an error that names the known ones."""
+    rows = session.scalars(select(Event).where(
+        Event.series == series, Event.kind == "event", Event.cancelled_at.is_(None))
+        .order_by(Event.starts_at, Event.id)).all()
+    if not rows:
+        known = sorted(s for s in session.scalars(
+            select(Event.series).where(Event.kind == "event").distinct()) if s)
+        raise UserError(f"no series {series!r} in the store"
+                        + (f" (known: {', '.join(known)})" if known else ""))
+    return list(rows)

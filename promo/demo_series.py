@@ -107,7 +107,7 @@ def show(folder: Path, event_slug: str, console: Any) -> None:
     from promo.cli.report import show as show_reports
     from promo.db import session_scope
     from promo.report.plot import picture
-    from promo.report.series import event_report, series_of, series_report
+    from promo.report.series import series_of, series_report
     from promo.settings import get_settings
 
     settings = get_settings()
@@ -117,8 +117,8 @@ def show(folder: Path, event_slug: str, console: Any) -> None:
         now = row.starts_at - timedelta(hours=20)
         series = series_of(row)
         data = series_report(s, series, now, settings)
-        current = event_report(s, row, now, settings)
-        png = picture(s, row, now, settings, series)
+        current = next(e for e in data["events"] if e["event"] == event_slug)
+        png = picture(s, row, current, data["events"])
         s.rollback()
     path = folder / "series.png"
     path.write_bytes(png)

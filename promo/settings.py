@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     )
     outbox_dir: Path = Field(Path("outbox"), description="where the outbox channel writes",
                              strict=False)  # TOML has no path type: a string is the way
+    # a million .eml files would be gigabytes in a million inodes, and creating each file
+    # costs more than writing it: past this, a wave's emails go into one mailbox file
+    outbox_eml_limit: int = Field(
+        10_000, ge=0, description="a wave with more emails than this writes them into one "
+        "mbox file (outbox/email/<event>_<wave>.mbox), not an .eml each")
     default_region: str = Field("RU", description="region for phone numbers without +country")
     default_timezone: str = Field("Europe/Moscow", description="when neither contact nor event says")
     default_language: Literal["ru", "en"] = Field("ru", description="the templates' languages")

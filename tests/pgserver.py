@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -34,13 +35,19 @@ def _free_port() -> int:
 
 
 @contextmanager
-def throwaway_postgres(database: str = "promo_test") -> Iterator[str]:
+def throwaway_postgres(database: str = "promo_test", keep: Path | None = None) -> Iterator[str]:
     """Start a server in a temporary folder, yield a SQLAlchemy URL to a fresh database,
-    stop the server and delete the folder afterwards."""
+    stop the server and delete the folder afterwards.
+
+    `keep`: a folder that holds the server's files across runs instead (a benchmark seeds a
+    store once and reuses it); the server is made there the first time, the database
+    created when it is not there yet, and nothing is deleted."""
     bindir = pg_bin()
     if bindir is None:
         raise NoPostgres("PostgreSQL is not installed (no initdb): apt-get install postgresql")
-    data = Path(tempfile.mkdtemp(prefix="promo-test-pg-"))
+    data = keep or Path(tempfile.mkdtemp(prefix="promo-test-pg-"))
+    data.mkdir(parents=True, exist_ok=True)
+    fresh = not (data / "db").exists()
     run_as: dict = {}
     if os.geteuid() == 0:
         # PostgreSQL refuses to run as root: run it as an unprivileged user
@@ -58,9 +65,10 @@ def throwaway_postgres(database: str = "promo_test") -> Iterator[str]:
         run_as = {"user": pw.pw_uid, "group": pw.pw_gid}
     port = _free_port()
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
-    subprocess.run([str(bindir / "initdb"), "-D", str(data / "db"), "-U", "promo",
-                    "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True, env=env, **run_as)
+    if fresh:
+        subprocess.run([str(bindir / "initdb"), "-D", str(data / "db"), "-U", "promo",
+                        "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True, env=env, **run_as)
     log = data / "server.log"
     proc = subprocess.Popen(
         [str(bindir / "postgres"), "-D", str(data / "db"), "-p", str(port), "-h", "127.0.0.1",
@@ -83,15 +91,21 @@ def throwaway_postgres(database: str = "promo_test") -> Iterator[str]:
             try:
                 with psycopg.connect(f"host=127.0.0.1 port={port} user=promo dbname=postgres",
                                      autocommit=True) as conn:
-                    conn.execute(f"CREATE DATABASE {database}")
+                    if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                        (database,)).fetchone():
+                        conn.execute(f"CREATE DATABASE {database}")
                 break
             except psycopg.OperationalError:
                 time.sleep(0.2)
         yield f"postgresql+psycopg://promo@127.0.0.1:{port}/{database}"
     finally:
-        proc.terminate()
+        # a fast shutdown (SIGINT): ends the clients' sessions instead of waiting for them, so
+        # that a kept folder is left by a server that stopped cleanly
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        shutil.rmtree(data, ignore_errors=True)
+            proc.wait()
+        if keep is None:
+            shutil.rmtree(data, ignore_errors=True)

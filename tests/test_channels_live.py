@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -66,7 +67,7 @@ def test_without_credentials_the_outbox_says_so_once(caplog: pytest.LogCaptureFi
     assert len(notes) == 1 and notes[0].startswith("sms:")
 
 
-def test_credential_from_a_prefect_secret_block(prefect_api: None) -> None:
+def test_credential_from_a_prefect_secret_block(prefect_api: None, store: Path) -> None:
     from prefect.blocks.system import Secret
 
     Secret(value="token-from-the-block").save("promo-test-twilio-token", overwrite=True)
@@ -123,7 +124,7 @@ def test_a_provider_set_up_in_part_stops_instead_of_writing_to_the_outbox(
     assert not get_channel(name, Settings(_env_file=None)).live
 
 
-def test_credentials_from_a_provider_block(prefect_api: None) -> None:
+def test_credentials_from_a_provider_block(prefect_api: None, store: Path) -> None:
     """A Twilio account kept in its typed Block (the UI's Blocks page edits it), named in
     `credential_blocks`: the adapter sends with it and the status webhook checks with it."""
     from starlette.datastructures import ImmutableMultiDict

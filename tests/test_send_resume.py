@@ -5,6 +5,7 @@ pace that drew 429s at 3% headroom."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from channels import live_channel, ratelimit
 from promo.settings import Settings
@@ -15,11 +16,13 @@ SID = "AC" + "4" * 32
 
 
 def settings(fake: FakeTwilio, **kw) -> Settings:
+    """Twilio's settings for the fake; the store (where the accounts' pace is kept) is the
+    test's own (`store`)."""
     return Settings(_env_file=None, twilio_account_sid=SID, twilio_auth_token="token",
                     twilio_from="+15005550006", twilio_base_url=fake.url, **kw)
 
 
-def test_twilio_lookup_finds_what_arrived_and_nothing_else() -> None:
+def test_twilio_lookup_finds_what_arrived_and_nothing_else(store: Path) -> None:
     with FakeTwilio(SID, "token") as fake:
         s = settings(fake)
         before = datetime.now(UTC) - timedelta(seconds=5)
@@ -46,7 +49,7 @@ def test_twilio_lookup_finds_what_arrived_and_nothing_else() -> None:
                    for r in listed if r.path.endswith("/Calls.json"))
 
 
-def test_one_call_per_second_draws_no_rate_limit_reply() -> None:
+def test_one_call_per_second_draws_no_rate_limit_reply(store: Path) -> None:
     """A bucket of one call per second (Twilio's default for calls): paced with an absolute
     slack, not 3% (31 ms), no call is refused."""
     assert ratelimit.paced_rate(1.0) < 1 / (1 + ratelimit.JITTER / 2)

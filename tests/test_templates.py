@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from channels.calendar import event_ics, google_calendar_url
-from channels.context import LANGUAGES, context, pick_language
+from channels.context import LANGUAGES, Contexts, context, pick_language
 from channels.links import resolve_short_link, with_utm
 from channels.render import DEFAULT_TEMPLATES, TemplateProblem, render
 from channels.samples import content_estimate, estimate, sample_check
@@ -469,3 +469,28 @@ def test_the_sms_check_covers_a_cyrillic_name_in_an_english_sms(tmp_path) -> Non
                                              starts_at="2027-03-10T19:00:00+03:00"))
     with pytest.raises(TemplateProblem, match="3 segments"):
         sample_check(spec, {"announce": ["sms"]}, str(tmp_path / "tpl"), settings=SETTINGS)
+
+
+def test_shared_contexts_and_templates_render_what_each_recipient_would_get() -> None:
+    """The send step works out the common part of the context and the template of each part
+    once a batch: every message is the one `context` and a fresh lookup give."""
+    settings = SETTINGS
+    spec = event()
+    contexts, chosen = Contexts(), {}
+    people = [("Анна", "Europe/Moscow", "ru"), ("O'Brien & <Co>", "Asia/Yekaterinburg", "ru"),
+              (None, "Europe/Moscow", "ru"), ("Kate", "America/New_York", "en"),
+              ("Анна", "No/Such_Zone", "en"), ("Дмитрий", None, "ru")]
+    for wave in ("announce", "last_call"):
+        for channel in ("email", "sms", "telegram"):
+            for i, (name, tz, lang) in enumerate(people):
+                unsub = f"https://promo.example.org/unsubscribe/T{i}" if channel == "email" \
+                    else None
+                kw = {"name": name, "tz": tz, "lang": lang, "unsubscribe_url": unsub,
+                      "settings": settings}
+                alone = render(spec, wave, channel, lang,
+                               context(spec, wave, channel, **kw), settings=settings)
+                shared = render(spec, wave, channel, lang,
+                                contexts.get(spec, wave, channel, **kw), settings=settings,
+                                chosen=chosen)
+                assert shared == alone
+    assert len(chosen) == 2 * 3 * 2  # one lookup per wave, channel and language

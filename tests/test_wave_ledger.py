@@ -449,6 +449,7 @@ def test_recording_decisions_again_keeps_the_rows_in_the_ledger(backend, request
     from flows.decide import Decision
     from flows.ledger import record_decisions
     from flows.store import find_event
+    from promo.db import hold_contacts
 
     request.getfixturevalue("store" if backend == "sqlite" else "pg_store")
     _, spec, event_id = seed(tmp_path)
@@ -458,9 +459,11 @@ def test_recording_decisions_again_keeps_the_rows_in_the_ledger(backend, request
              Decision(None, "vk_wall", "planned", None, at)]
     again = [Decision(1, "email", "capped", "cap", at),
              Decision(3, "email", "suppressed", "no consent", None)]
-    for batch in (first, again):
-        with session_scope() as s:
-            record_decisions(s, find_event(s, spec.slug), "announce", batch, counts_for_caps=True)
+    for batch in (first, again):  # the first straight into the ledger (COPY), then through
+        with session_scope() as s:  # the temporary table, its keys there already
+            hold_contacts(s)
+            record_decisions(s, find_event(s, spec.slug), "announce", batch, counts_for_caps=True,
+                             contacts_held=True)
     with session_scope() as s:
         got = {(m.contact_id, m.channel): (m.status, m.reason, m.send_at, m.counts_for_caps)
                for m in s.scalars(select(Message).where(Message.event_id == event_id))}
@@ -470,3 +473,35 @@ def test_recording_decisions_again_keeps_the_rows_in_the_ledger(backend, request
         (None, "vk_wall"): ("planned", None, at, False),
         (3, "email"): ("suppressed", "no consent", None, True),
     }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_ledger_without_foreign_keys_still_unlinks_and_refuses_the_forgotten(
+        backend, request, tmp_path):
+    """The ledger has no foreign keys (migration 0006): forgetting unlinks a person's rows
+    itself, a decision for someone forgotten after their wave's audience was read is left
+    out, and the wave's rows for everyone else go in."""
+    from audiences.privacy import forget
+    from flows.decide import Decision
+    from flows.ledger import record_decisions
+    from flows.store import find_event
+
+    request.getfixturevalue("store" if backend == "sqlite" else "pg_store")
+    _, spec, event_id = seed(tmp_path)
+    at = datetime(2027, 2, 10, 7, 0, tzinfo=MSK)
+    with session_scope() as s:
+        record_decisions(s, find_event(s, spec.slug), "announce",
+                         [Decision(1, "email", "planned", None, at)], counts_for_caps=True)
+    with session_scope() as s:
+        forget(s, "g1@example.org")
+        forget(s, "g2@example.org")
+    # decided from an audience read before the second forget: contact 2 is gone by now
+    with session_scope() as s:
+        record_decisions(s, find_event(s, spec.slug), "last_call",
+                         [Decision(2, "email", "planned", None, at),
+                          Decision(3, "email", "planned", None, at)], counts_for_caps=True)
+    with session_scope() as s:
+        got = sorted((m.wave, m.contact_id, m.status, m.reason) for m in
+                     s.scalars(select(Message).where(Message.event_id == event_id)))
+    assert got == [("announce", None, "suppressed", "contact forgotten"),
+                   ("last_call", 3, "planned", None)]

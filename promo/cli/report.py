@@ -32,9 +32,9 @@ def report(
     """What the waves did and who came: per event (reached, clicks, registrations per wave
     and channel, attendance, show-up rate, opt-outs, money) or per series, and the show-up
     forecast for an event to come."""
-    from flows.store import find_event
+    from flows.store import find_event, series_events
     from promo.db import session_scope
-    from promo.report.series import event_report, series_events, series_of, series_report
+    from promo.report.series import event_report, series_history, series_report
     from promo.settings import get_settings
 
     if (event is None) == (series is None):
@@ -50,17 +50,21 @@ def report(
             row = find_event(s, event)
             data: dict[str, Any] = event_report(s, row, clock, settings)
             reports = [data]
+            current = data
+            if plot is not None:  # the series' other events, for the picture's lower half
+                history = series_history(s, row, data, clock, settings)
         else:
             rows = series_events(s, series)
-            data = series_report(s, series, clock, settings)
-            reports = data["events"]
+            data = series_report(s, series, clock, settings, rows)
+            reports = history = data["events"]
             # the picture's top half: the event to come, else the last one
-            upcoming = [r for r, e in zip(rows, reports, strict=True) if e["status"] == "upcoming"]
-            row = upcoming[0] if upcoming else rows[-1]
+            upcoming = [i for i, e in enumerate(reports) if e["status"] == "upcoming"]
+            at = upcoming[0] if upcoming else len(rows) - 1
+            row, current = rows[at], reports[at]
         if plot is not None:
             from promo.report.plot import picture
 
-            png = picture(s, row, clock, settings, series_of(row))
+            png = picture(s, row, current, history)
         s.rollback()  # a report changes nothing
     if plot is not None:
         try:

@@ -138,5 +138,25 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+# an arbitrary number of PostgreSQL's advisory locks, this project's "contacts in use"
+_CONTACTS_LOCK = 0x70726F6D6F
+
+
+def hold_contacts(session: Session, *, forgetting: bool = False) -> None:
+    """Keep forgetting a person and recording ledger rows that name people apart until the
+    session's transaction ends (the ledger has no foreign keys: migration 0006).
+
+    Recording takes the lock shared (several waves at once), forgetting alone: a contact
+    forgotten before a wave's rows go in is seen gone by them (`flows.ledger`), and rows that
+    went in before a forget are there for it to unlink. Take it before the transaction locks
+    any row a forget may need (messages, consents, the contact): waiting here while holding
+    one would deadlock with the forget waiting for it. SQLite's transactions take turns
+    already (BEGIN IMMEDIATE): nothing to do.
+    """
+    if is_postgres(session.get_bind()):
+        lock = "pg_advisory_xact_lock" if forgetting else "pg_advisory_xact_lock_shared"
+        session.connection().exec_driver_sql(f"SELECT {lock}({_CONTACTS_LOCK})")
+
+
 def table_names(engine: Engine) -> list[str]:
     return inspect(engine).get_table_names()

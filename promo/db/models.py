@@ -1,4 +1,5 @@
-"""The database schema: contacts and their consents, events, registrations and the message ledger.
+"""The database schema: contacts and their consents, events, registrations, the message ledger
+and the provider accounts' rate schedule.
 
 Times are stored as UTC (naive in the database, aware in Python) so that SQLite and
 PostgreSQL compare them the same way.
@@ -13,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -179,17 +182,24 @@ class Message(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
+        # also every lookup by contact (forgetting's ON DELETE SET NULL): no index of its own
         Index("ix_messages_caps", "contact_id", "channel", "sent_at"),
         Index("ix_messages_wave", "event_id", "wave", "status"),
+        # a decision has no provider id: only sent messages are indexed (migration 0006)
+        Index("ix_messages_provider_message_id", "provider_message_id",
+              postgresql_where=text("provider_message_id IS NOT NULL"),
+              sqlite_where=text("provider_message_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    # No foreign keys (migration 0006): a trigger per row was two thirds of recording a
+    # million decisions on PostgreSQL. The ledger checks the event and the contacts once per
+    # write (`flows.ledger.record_decisions`), forgetting sets a person's `contact_id` to
+    # NULL itself (`audiences.privacy.forget`), and events are never deleted.
+    event_id: Mapped[int] = mapped_column(Integer)
     wave: Mapped[str] = mapped_column(String(16))
-    contact_id: Mapped[int | None] = mapped_column(
-        ForeignKey("contacts.id", ondelete="SET NULL"), index=True
-    )
+    contact_id: Mapped[int | None] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(16))
     # planned, deferred, sending, sent, delivered, failed, uncertain, capped, suppressed, dropped
     status: Mapped[str] = mapped_column(String(16))
@@ -201,7 +211,7 @@ class Message(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # counts against the contact's frequency caps once sent
     counts_for_caps: Mapped[bool] = mapped_column(Boolean, default=True)
-    provider_message_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
     # the provider's last delivery event in our vocabulary (delivered, bounced, opened, ...)
     delivery_status: Mapped[str | None] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -225,6 +235,17 @@ class SendWorker(Base):
     process_start: Mapped[str | None] = mapped_column(String(40))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RateSlot(Base):
+    """A provider account's pace, shared by every worker process: the next free slot on its
+    GCRA schedule (`channels.ratelimit`, `promo.db.schedule`)."""
+
+    __tablename__ = "rate_schedule"
+
+    account: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # wall-clock epoch seconds: workers on several machines need synced clocks (NTP)
+    next_at: Mapped[float] = mapped_column(Double)
 
 
 class Tombstone(Base):

@@ -15,15 +15,14 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 
 
-def picture(session: Any, row: Any, now: datetime, settings: Any, series: str,
+def picture(session: Any, row: Any, current: dict[str, Any], history: list[dict[str, Any]],
             dpi: int = 100) -> bytes:
-    """The PNG of an event's report (`row`, an Event) with its series' history."""
+    """The PNG of an event's report (`row`, an Event; `current`, its event_report) with its
+    series' history (the event_reports of `promo.report.series.series_reports`)."""
     from zoneinfo import ZoneInfo
 
-    from promo.report.series import event_report, registration_timeline, series_events
+    from promo.report.series import registration_timeline
 
-    history = [event_report(session, e, now, settings) for e in series_events(session, series)]
-    current = next(e for e in history if e["event"] == row.slug)
     return render(current, registration_timeline(session, row), history, ZoneInfo(row.timezone),
                   row.starts_at, dpi)
 

@@ -19,10 +19,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from flows.store import series_events
 from promo.db.models import Consent, Contact, Event, LinkClick, Message, Registration
 from promo.domain.event import EventSpec
 from promo.domain.names import WAVES
-from promo.errors import UserError
 from promo.report.attribution import REACHED, Attribution, attribute
 from promo.report.forecast import PastEvent, Registrant, forecast
 from promo.settings import Settings
@@ -46,18 +46,6 @@ def _spec(row: Event) -> EventSpec | None:
 
 def series_of(row: Event) -> str:
     return row.series or row.topic or row.slug
-
-
-def series_events(session: Session, series: str) -> list[Event]:
-    """The series' events, in start order (cancelled ones left out)."""
-    rows = session.scalars(select(Event).where(Event.series == series,
-                                               Event.cancelled_at.is_(None))
-                           .order_by(Event.starts_at, Event.id)).all()
-    if not rows:
-        known = sorted(s for s in session.scalars(select(Event.series).distinct()) if s)
-        raise UserError(f"no series {series!r} in the store"
-                        + (f" (known: {', '.join(known)})" if known else ""))
-    return list(rows)
 
 
 def attendance_known(session: Session, event_id: int) -> bool:
@@ -245,10 +233,21 @@ def event_report(session: Session, row: Event, now: datetime,
     }
 
 
-def series_report(session: Session, series: str, now: datetime,
-                  settings: Settings) -> dict[str, Any]:
-    """`promo report --series S --json`: the series' events, in start order, and the trend."""
-    events = [event_report(session, e, now, settings) for e in series_events(session, series)]
+def series_history(session: Session, row: Event, report: dict[str, Any], now: datetime,
+                   settings: Settings) -> list[dict[str, Any]]:
+    """The event_reports of `row`'s series in start order, its own (`report`, made already)
+    in its place: the picture's lower half."""
+    return [report if e.id == row.id else event_report(session, e, now, settings)
+            for e in series_events(session, series_of(row))]
+
+
+def series_report(session: Session, series: str, now: datetime, settings: Settings,
+                  rows: list[Event] | None = None) -> dict[str, Any]:
+    """`promo report --series S --json`: the series' events, in start order, and the trend
+    (`rows`: the series' events, when the caller has them already)."""
+    if rows is None:
+        rows = series_events(session, series)
+    events = [event_report(session, e, now, settings) for e in rows]
     return {"series": series, "events": events, "trend": trend(events)}
 
 
