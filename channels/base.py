@@ -225,7 +225,7 @@ class Channel:
                 failures.append(exc)
                 return list(exc.results)
 
-        with self.limiter.in_use() if self.limiter is not None else nullcontext():
+        with self.limiter.in_use(len(chunks)) if self.limiter is not None else nullcontext():
             if self.concurrency > 1 and len(chunks) > 1:
                 with ThreadPoolExecutor(min(self.concurrency, len(chunks)),
                                         thread_name_prefix=f"send-{self.name}") as pool:

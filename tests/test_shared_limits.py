@@ -214,3 +214,22 @@ def test_a_store_that_cannot_be_reached_is_a_retryable_failure(tmp_path: Path) -
     [result] = channel.deliver([message(1, "quiet", "addr")])
     assert outcome(result) == "retry_exhausted"
     assert isinstance(result.error, RetryableError) and "rate schedule" in str(result.error)
+
+
+def test_a_worker_reserves_no_more_slots_than_its_senders_announced(store: Path) -> None:
+    url = get_settings().database_url
+    a = SharedRateLimiter("test:demand", 40.0, 1, url)  # chunks of 10 slots
+    b = SharedRateLimiter("test:demand", 40.0, 1, url)
+    assert a.chunk >= 5
+    with a.in_use(calls=3):  # a group of three calls
+        for _ in range(3):
+            a.acquire()
+    # a held no slot beyond its three: the other worker's first comes right after them,
+    # not after a whole chunk that a would have let pass unused
+    started = time.time()
+    b.acquire()
+    assert time.time() - started < 2 * a.interval
+    with get_engine(url).connect() as conn:
+        tail = conn.execute(text("SELECT next_at FROM rate_schedule "
+                                 "WHERE account = 'test:demand'")).scalar_one()
+    assert tail - started < b.chunk * b.interval + 2 * a.interval
