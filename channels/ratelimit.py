@@ -3,7 +3,8 @@
 Each account's pace is one GCRA schedule in the store (`promo.db.schedule`, table
 `rate_schedule`): the next free slot, as wall-clock epoch seconds. A worker process
 reserves a chunk of consecutive slots in one short transaction (about a quarter second
-of the account's pace), hands them to its sending threads one by one, evenly spaced, and
+of the account's pace, or fewer: no more than its senders announced, `in_use(calls)`),
+hands them to its sending threads one by one, evenly spaced, and
 reserves the next chunk a little before this one runs out. Two workers, or two waves,
 sending through the same account therefore share its limit without dividing it by hand,
 and a worker that sends nothing takes nothing: when its senders stop it gives back the
