@@ -14,7 +14,10 @@ Chromium (Debian's /usr/bin/chromium):
 - wave-with-failures.png: the announce run, "Completed with failures";
 - wave-summary.png: the announce's summary artifact (people reached, got nothing and why);
 - dashboard.png: the dashboard;
-- campaign-with-subflow.png: a campaign run as `promo run` makes it, its late wave a subflow.
+- campaign-with-subflow.png: a campaign run as `promo run` makes it, its late wave a subflow;
+- wave-part.png: a part of the announce's sending, run by the pool's worker beside the wave
+  run (`--send-workers`, default 2, with batches of 100 so that the 300 contacts' wave is
+  split).
 
 Everything started is stopped at the end; nothing outside a temporary folder is touched.
 """
@@ -86,12 +89,16 @@ def zone_at_midday(now: datetime) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
+    parser.add_argument("--send-workers", type=int, default=2,
+                        help="parts a wave's sending is split into (send_workers)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="promo-screenshots-"))
     telegram = FakeTelegram(BOT).start()
     (folder / "promo.toml").write_text("", encoding="utf-8")
     env = stack_env(folder, telegram.url)
+    env["PROMO_SEND_WORKERS"] = str(args.send_workers)
+    env["PROMO_SEND_BATCH_SIZE"] = "100"
     for name in ("PROMO_CONFIG", "PROMO_DATABASE_URL", "PROMO_OUTBOX_DIR"):
         os.environ[name] = env[name]
     logs = {name: folder / f"{name}.log" for name in ("server", "deploy", "worker")}
@@ -142,6 +149,11 @@ def main() -> None:
         # the other way to link a campaign to its waves: `promo run` runs a late wave as a
         # subflow of the campaign (a deployed campaign's waves run days later, on their own)
         shoot(f"{ui}/runs/flow-run/{local}", args.out / "campaign-with-subflow.png", folder)
+        part = _part_run()
+        if part is not None:
+            shoot(f"{ui}/runs/flow-run/{part}", args.out / "wave-part.png", folder)
+        else:
+            print("no part of a wave ran (send_workers 1, or a wave of one batch)")
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -190,6 +202,17 @@ def _waves_done(st: Stack) -> list | None:
     waves = [r for r in runs if any(t.startswith("wave:") for t in r.tags)
              and "part" not in r.tags]  # a part of a wave (flows.parts) is no run of it
     return waves if len(waves) >= 2 and all(r.state.is_final() for r in waves) else None
+
+
+def _part_run() -> str | None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[f"event:{SLUG}", "part"])))
+    done = [r for r in runs if r.state is not None and r.state.is_completed()]
+    return str(done[0].id) if done else None
 
 
 def _artifact_id(key: str) -> str:
