@@ -241,6 +241,9 @@ def test_the_wave_run_starts_its_parts_on_the_part_deployment(prefect_api: None,
     reset_settings()
     event_id = seed(store)
     deployment = wave_part.to_deployment(name=f"test-parts-{os.getpid()}")
+    # Prefect writes the entrypoint relative to the working directory, which is the test's
+    # store folder here; part 2's process runs in the project (cwd=ROOT), as prefect.yaml has it
+    deployment.entrypoint = "flows/parts.py:wave_part"
     deployment.apply()
     name = f"wave-part/{deployment.name}"
 
