@@ -237,6 +237,26 @@ def clear(urls: dict[str, str]) -> None:
         control(url, "/_fake/clear")
 
 
+def fakes_environment(urls: dict[str, str], database_url: str, outbox: Path,
+                      limits: dict[str, float]) -> dict[str, str]:
+    """The settings that send through the fakes at `urls` (as the fakes' process printed
+    them), with the store, the outbox and each account's limit."""
+    return {
+        "PROMO_DATABASE_URL": database_url,
+        "PROMO_OUTBOX_DIR": str(outbox),
+        "PROMO_SENDGRID_API_KEY": SENDGRID_KEY, "PROMO_SENDGRID_HOST": urls["sendgrid"],
+        "PROMO_TWILIO_ACCOUNT_SID": TWILIO_SID, "PROMO_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "PROMO_TWILIO_FROM": SENDER, "PROMO_TWILIO_BASE_URL": urls["twilio"],
+        "PROMO_VK_GROUP_TOKEN": VK_GROUP, "PROMO_VK_GROUP_ID": str(VK_GROUP_ID),
+        "PROMO_VK_USER_TOKEN": VK_USER, "PROMO_VK_API_URL": urls["vk"] + "/method/",
+        "PROMO_TELEGRAM_BOT_TOKEN": BOT, "PROMO_TELEGRAM_CHANNEL": CHANNEL,
+        "PROMO_TELEGRAM_BASE_URL": urls["telegram"] + "/bot",
+        "PROMO_RATE_LIMITS": json.dumps(limits),
+        # the quiet hours are not what is measured
+        "PROMO_QUIET_HOURS": json.dumps({"sms": "", "voice": ""}),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -267,20 +287,8 @@ def main() -> None:
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         urls = json.loads(server.stdout.readline())
-        os.environ.update({
-            "PROMO_DATABASE_URL": f"sqlite:///{work / 'promo.db'}",
-            "PROMO_OUTBOX_DIR": str(work / "outbox"),
-            "PROMO_SENDGRID_API_KEY": SENDGRID_KEY, "PROMO_SENDGRID_HOST": urls["sendgrid"],
-            "PROMO_TWILIO_ACCOUNT_SID": TWILIO_SID, "PROMO_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-            "PROMO_TWILIO_FROM": SENDER, "PROMO_TWILIO_BASE_URL": urls["twilio"],
-            "PROMO_VK_GROUP_TOKEN": VK_GROUP, "PROMO_VK_GROUP_ID": str(VK_GROUP_ID),
-            "PROMO_VK_USER_TOKEN": VK_USER, "PROMO_VK_API_URL": urls["vk"] + "/method/",
-            "PROMO_TELEGRAM_BOT_TOKEN": BOT, "PROMO_TELEGRAM_CHANNEL": CHANNEL,
-            "PROMO_TELEGRAM_BASE_URL": urls["telegram"] + "/bot",
-            "PROMO_RATE_LIMITS": json.dumps(LIMITS),
-            # the quiet hours are not what is measured
-            "PROMO_QUIET_HOURS": json.dumps({"sms": "", "voice": ""}),
-        })
+        os.environ.update(fakes_environment(urls, f"sqlite:///{work / 'promo.db'}",
+                                            work / "outbox", LIMITS))
         run(args, work, urls)
     finally:
         server.stdin.close()

@@ -50,7 +50,6 @@ from bench.send_wave import (
     BOT,
     CHANNEL,
     LIMITS,
-    SENDER,
     SENDGRID_KEY,
     TWILIO_SID,
     TWILIO_TOKEN,
@@ -60,6 +59,7 @@ from bench.send_wave import (
     clear,
     control,
     fake_account,
+    fakes_environment,
     mix,
 )
 
@@ -330,19 +330,7 @@ def main() -> None:
             database_url = stack.enter_context(throwaway_postgres("promo_bench"))
         else:
             database_url = f"sqlite:///{work / 'promo.db'}"
-        os.environ.update({
-            "PROMO_DATABASE_URL": database_url,
-            "PROMO_OUTBOX_DIR": str(work / "outbox"),
-            "PROMO_SENDGRID_API_KEY": SENDGRID_KEY, "PROMO_SENDGRID_HOST": urls["sendgrid"],
-            "PROMO_TWILIO_ACCOUNT_SID": TWILIO_SID, "PROMO_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-            "PROMO_TWILIO_FROM": SENDER, "PROMO_TWILIO_BASE_URL": urls["twilio"],
-            "PROMO_VK_GROUP_TOKEN": VK_GROUP, "PROMO_VK_GROUP_ID": str(VK_GROUP_ID),
-            "PROMO_VK_USER_TOKEN": VK_USER, "PROMO_VK_API_URL": urls["vk"] + "/method/",
-            "PROMO_TELEGRAM_BOT_TOKEN": BOT, "PROMO_TELEGRAM_CHANNEL": CHANNEL,
-            "PROMO_TELEGRAM_BASE_URL": urls["telegram"] + "/bot",
-            "PROMO_RATE_LIMITS": json.dumps(limits),
-            "PROMO_QUIET_HOURS": json.dumps({"sms": "", "voice": ""}),
-        })
+        os.environ.update(fakes_environment(urls, database_url, work / "outbox", limits))
         run(args, work, urls, server.pid, limits)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -78,9 +78,11 @@ class SendProgress:
 
 @dataclass
 class Progress:
-    """The wave run's progress bar. With one sender, what this run has done; with parts
-    (`whole_wave`), what is no longer due or in flight anywhere, read from the ledger at
-    most every PROGRESS_EVERY seconds (a count over the wave's rows)."""
+    """The wave run's progress bar, moved at most every PROGRESS_EVERY seconds (a million
+    messages are 2,000 batches: a call to the Prefect API each was a queue the loaded
+    server once took a minute to answer). With one sender, what this run has done; with
+    parts (`whole_wave`), what is no longer due or in flight anywhere, read from the ledger
+    (a count over the wave's rows)."""
 
     artifact_id: object | None
     event_slug: str
@@ -93,10 +95,10 @@ class Progress:
                final: bool = False) -> None:
         if self.artifact_id is None or not self.total:
             return
+        if not final and time.monotonic() - self._last < PROGRESS_EVERY:
+            return
+        self._last = time.monotonic()
         if self.whole_wave:
-            if not final and time.monotonic() - self._last < PROGRESS_EVERY:
-                return
-            self._last = time.monotonic()
             with session_scope(settings.database_url) as s:
                 left = sum(due_counts(s, event_id, self.wave, now).values()) \
                     + sum(in_flight(s, event_id, self.wave).values())

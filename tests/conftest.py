@@ -66,12 +66,9 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture
 def pg_store(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The throwaway PostgreSQL server as the store, emptied before each test."""
-    from sqlalchemy import create_engine, text
+    from tests.pgserver import empty
 
-    engine = create_engine(postgres_url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    engine.dispose()
+    empty(postgres_url)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PROMO_DATABASE_URL", postgres_url)
     monkeypatch.setenv("PROMO_OUTBOX_DIR", str(tmp_path / "outbox"))

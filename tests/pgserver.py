@@ -109,3 +109,13 @@ def throwaway_postgres(database: str = "promo_test", keep: Path | None = None) -
             proc.wait()
         if keep is None:
             shutil.rmtree(data, ignore_errors=True)
+
+
+def empty(url: str) -> None:
+    """Everything in the server's database dropped: each test starts from no schema."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()

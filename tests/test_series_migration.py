@@ -52,8 +52,7 @@ def test_sqlite(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_postgres(postgres_url: str) -> None:
-    engine = create_engine(postgres_url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    engine.dispose()
+    from tests.pgserver import empty
+
+    empty(postgres_url)
     upgrade_old_store(postgres_url)
